@@ -1,0 +1,155 @@
+"""Typed configuration dataclasses: the single source of truth for every model lmforge builds.
+
+One :class:`ModelConfig` describes every family (GPT-2, Llama, BERT, RoBERTa, ALBERT, T5) through
+flags: norm type and placement, MLP type, position scheme, attention shape, embedding layout and
+the task head. Family modules only provide presets and weight-name maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from lmforge.errors import ConfigError
+
+Family = Literal["gpt2", "llama", "bert", "roberta", "albert", "t5"]
+Head = Literal[
+    "base",
+    "causal_lm",
+    "masked_lm",
+    "pretraining",
+    "sequence_classification",
+    "token_classification",
+    "question_answering",
+    "seq2seq_lm",
+]
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+Norm = Literal["layernorm", "rmsnorm"]
+Positions = Literal["learned", "rope", "relative", "none"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "family": get_args(Family),
+    "head": get_args(Head),
+    "activation": get_args(Activation),
+    "norm": get_args(Norm),
+    "positions": get_args(Positions),
+    "norm_position": ("pre", "post"),
+    "pooling": ("cls", "last"),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Shape and behaviour of one Transformer model.
+
+    Attributes mirror the architecture choices the core supports. ``head_dim`` defaults to
+    ``hidden_size // num_heads``; ``num_kv_heads`` defaults to ``num_heads`` (plain MHA); fewer KV
+    heads give GQA, one gives MQA.
+    """
+
+    family: Family
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    head: Head = "base"
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    max_positions: int = 1024
+    # Blocks
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    norm_position: Literal["pre", "post"] = "pre"
+    final_norm: bool = True
+    activation: Activation = "gelu"
+    gated_mlp: bool = False
+    attention_bias: bool = True
+    attention_out_bias: bool | None = None
+    mlp_bias: bool = True
+    attention_scale: float | None = None  # None: 1/sqrt(head_dim); T5 uses 1.0
+    causal: bool = True
+    # Positions
+    positions: Positions = "learned"
+    position_offset: int = 0  # RoBERTa: padding_idx + 1
+    positions_from_padding: bool = False  # RoBERTa counts positions over non-pad tokens only
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    # Embeddings
+    embedding_size: int | None = None  # ALBERT factorized embeddings; None: hidden_size
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
+    tie_embeddings: bool = True
+    num_layer_groups: int | None = None  # ALBERT cross-layer sharing; None: no sharing
+    # Encoder-decoder (T5)
+    num_decoder_layers: int | None = None
+    decoder_start_token_id: int | None = None
+    # Special tokens
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    # Heads
+    num_labels: int = 2
+    pooling: Literal["cls", "last"] = "cls"
+    pooler: bool = False  # dense + tanh over the pooled token (BERT pooler / RoBERTa head)
+    classifier_bias: bool = True  # bias of the sequence-classification layer (decoders: none)
+    mlm_transform: bool = True  # dense + act + norm before the MLM decoder (BERT style)
+    dropout: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"config field {name!r}: {value!r} is not one of {', '.join(choices)}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise ConfigError(
+                    f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                    "set head_dim explicitly"
+                )
+            self.head_dim = self.hidden_size // self.num_heads
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        if self.attention_out_bias is None:
+            self.attention_out_bias = self.attention_bias
+        if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
+            raise ConfigError(
+                f"num_layers {self.num_layers} is not a multiple of num_layer_groups {self.num_layer_groups}"
+            )
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.num_decoder_layers is not None
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Build a config from a dict, naming ``source`` and the field in any error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown config field(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # missing required fields
+            raise ConfigError(f"{source}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None

@@ -1,0 +1,34 @@
+"""Errors meant for people: each says what was wrong, where, and what to do.
+
+The CLI prints an :class:`LmforgeError` as one message without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class LmforgeError(Exception):
+    """Base class for every error lmforge raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(LmforgeError):
+    """A configuration field is missing, unknown or has an invalid value."""
+
+
+class CheckpointError(LmforgeError):
+    """A checkpoint or weight file is missing, corrupt, truncated or does not match its config."""
+
+
+class UnsupportedError(LmforgeError):
+    """The input is valid but uses something lmforge does not support (architecture, quant type)."""
+
+
+class ShapeError(LmforgeError):
+    """Inputs to a model have inconsistent shapes (mask vs input ids, cache vs mask)."""
+
+
+class AssetMissingError(LmforgeError):
+    """A bundled asset package is not installed; the message carries the exact install command."""
+
+    exit_code = 2

@@ -1,0 +1,89 @@
+"""What a model family provides: presets, config translation and weight-name maps.
+
+Family files (``gpt2.py``, ``llama.py``, ``bert.py``, ``t5.py``) each build one or more
+:class:`FamilySpec`; :mod:`lmforge.models.registry` collects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.config import Head, ModelConfig
+from lmforge.errors import ConfigError
+from lmforge.models.convert import Rule, expand
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything lmforge needs to build, import and export one model family.
+
+    Attributes:
+        name: the ``ModelConfig.family`` value.
+        hf_model_type: ``model_type`` in a transformers ``config.json``.
+        hf_architectures: transformers class name for each supported head.
+        hf_prefix: attribute holding the base model inside a transformers head model, per head
+            (``""`` for the base model itself).
+        presets: named configs (keyword arguments of :class:`ModelConfig`).
+        config_from_hf: transformers config dict + head -> ModelConfig.
+        config_to_hf: ModelConfig -> transformers config dict (without ``architectures``).
+        hf_rules: ModelConfig -> weight rules with ``{i}`` per layer, foreign names relative to
+            the base model; head rules are prefixed with ``"/"`` to mark them absolute.
+    """
+
+    name: str
+    hf_model_type: str
+    hf_architectures: dict[str, str]
+    hf_prefix: Callable[[str], str]
+    presets: dict[str, dict[str, Any]]
+    config_from_hf: Callable[[dict[str, Any], Head], ModelConfig]
+    config_to_hf: Callable[[ModelConfig], dict[str, Any]]
+    hf_rules: Callable[[ModelConfig], list[Rule]]
+    gguf_rules: Callable[[ModelConfig], list[Rule]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def preset(self, name: str, **overrides: Any) -> ModelConfig:
+        if name not in self.presets:
+            raise ConfigError(f"unknown {self.name} preset {name!r}; known: {', '.join(self.presets)}")
+        return ModelConfig(**{**self.presets[name], **overrides})
+
+    def hf_weight_rules(self, config: ModelConfig) -> list[Rule]:
+        """Rules with full transformers key names for ``config.head``."""
+        if config.head not in self.hf_architectures:
+            raise ConfigError(f"{self.name} has no transformers class for head {config.head!r}")
+        prefix = self.hf_prefix(config.head)
+        layers = config.num_layer_groups or config.num_layers
+        rules = []
+        for rule in expand(self.hf_rules(config), layers):
+            theirs = rule.theirs[1:] if rule.theirs.startswith("/") else prefix + rule.theirs
+            rules.append(Rule(rule.ours, theirs, rule.to_ours, rule.to_theirs))
+        return rules
+
+    def hf_config(self, config: ModelConfig) -> dict[str, Any]:
+        """A complete transformers ``config.json`` dict for ``config``."""
+        return {
+            **self.config_to_hf(config),
+            "model_type": self.hf_model_type,
+            "architectures": [self.hf_architectures[config.head]],
+        }
+
+
+def head_from_architectures(architectures: list[str] | None, mapping: dict[str, str], default: Head) -> Head:
+    """The lmforge head for the first known transformers architecture name."""
+    reverse = {arch: head for head, arch in mapping.items()}
+    for arch in architectures or []:
+        if arch in reverse:
+            return reverse[arch]  # type: ignore[return-value]
+    return default
+
+
+def num_labels(hf: dict[str, Any]) -> int:
+    if "id2label" in hf and hf["id2label"]:
+        return len(hf["id2label"])
+    return int(hf.get("num_labels", 2))
+
+
+def labels_to_hf(config: ModelConfig) -> dict[str, Any]:
+    labels = config.extra.get("id2label") or {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
+    return {"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}

@@ -1,0 +1,138 @@
+"""GPT-2: learned positions, pre-norm LayerNorm, GELU (tanh) MLP, tied embeddings, Conv1D weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmforge.config import Head, ModelConfig
+from lmforge.models.convert import Rule, rule, transpose
+from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
+
+_BASE = {
+    "family": "gpt2",
+    "vocab_size": 50257,
+    "max_positions": 1024,
+    "norm": "layernorm",
+    "norm_eps": 1e-5,
+    "activation": "gelu_tanh",
+    "positions": "learned",
+    "tie_embeddings": True,
+    "pooling": "last",
+    "classifier_bias": False,
+    "bos_token_id": 50256,
+    "eos_token_id": 50256,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-tiny": {**_BASE, "hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 512},
+    "gpt2-124m": {**_BASE, "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072},
+    "gpt2-355m": {**_BASE, "hidden_size": 1024, "num_layers": 24, "num_heads": 16, "intermediate_size": 4096},
+    "gpt2-774m": {**_BASE, "hidden_size": 1280, "num_layers": 36, "num_heads": 20, "intermediate_size": 5120},
+}
+
+ARCHITECTURES = {
+    "base": "GPT2Model",
+    "causal_lm": "GPT2LMHeadModel",
+    "sequence_classification": "GPT2ForSequenceClassification",
+    "token_classification": "GPT2ForTokenClassification",
+    "question_answering": "GPT2ForQuestionAnswering",
+}
+
+_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+
+
+def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
+    hidden = hf["n_embd"]
+    head = head or head_from_architectures(hf.get("architectures"), ARCHITECTURES, "causal_lm")
+    return ModelConfig(
+        **{
+            **_BASE,
+            "vocab_size": hf["vocab_size"],
+            "hidden_size": hidden,
+            "num_layers": hf["n_layer"],
+            "num_heads": hf["n_head"],
+            "intermediate_size": hf.get("n_inner") or 4 * hidden,
+            "max_positions": hf.get("n_positions", 1024),
+            "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
+            "activation": _ACTIVATIONS.get(hf.get("activation_function", "gelu_new"), "gelu_tanh"),
+            "tie_embeddings": hf.get("tie_word_embeddings", True),
+            "bos_token_id": hf.get("bos_token_id"),
+            "eos_token_id": hf.get("eos_token_id"),
+            "pad_token_id": hf.get("pad_token_id"),
+            "head": head,
+            "num_labels": num_labels(hf),
+        }
+    )
+
+
+def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    activation = {v: k for k, v in _ACTIVATIONS.items() if k != "gelu_pytorch_tanh"}[config.activation]
+    return {
+        "vocab_size": config.vocab_size,
+        "n_embd": config.hidden_size,
+        "n_layer": config.num_layers,
+        "n_head": config.num_heads,
+        "n_inner": config.intermediate_size,
+        "n_positions": config.max_positions,
+        "layer_norm_epsilon": config.norm_eps,
+        "activation_function": activation,
+        "tie_word_embeddings": config.tie_embeddings,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        **labels_to_hf(config),
+    }
+
+
+def hf_rules(config: ModelConfig) -> list[Rule]:
+    qkv = tuple(f"stack.layers.{{i}}.attn.{p}_proj" for p in "qkv")
+    rules = [
+        rule("embeddings.token.weight", "wte.weight"),
+        rule("embeddings.position.weight", "wpe.weight"),
+        rule(tuple(f"{p}.weight" for p in qkv), "h.{i}.attn.c_attn.weight", transpose, transpose),
+        rule(tuple(f"{p}.bias" for p in qkv), "h.{i}.attn.c_attn.bias"),
+        rule("stack.layers.{i}.attn.o_proj.weight", "h.{i}.attn.c_proj.weight", transpose, transpose),
+        rule("stack.layers.{i}.attn.o_proj.bias", "h.{i}.attn.c_proj.bias"),
+        rule("stack.layers.{i}.mlp.up_proj.weight", "h.{i}.mlp.c_fc.weight", transpose, transpose),
+        rule("stack.layers.{i}.mlp.up_proj.bias", "h.{i}.mlp.c_fc.bias"),
+        rule("stack.layers.{i}.mlp.down_proj.weight", "h.{i}.mlp.c_proj.weight", transpose, transpose),
+        rule("stack.layers.{i}.mlp.down_proj.bias", "h.{i}.mlp.c_proj.bias"),
+    ]
+    for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+        for p in ("weight", "bias"):
+            rules.append(rule(f"stack.layers.{{i}}.{ours}.{p}", f"h.{{i}}.{theirs}.{p}"))
+    rules += [rule("stack.final_norm.weight", "ln_f.weight"), rule("stack.final_norm.bias", "ln_f.bias")]
+    if config.head == "causal_lm" and not config.tie_embeddings:
+        rules.append(rule("lm_head.decoder.weight", "/lm_head.weight"))
+    rules += head_rules(config)
+    return rules
+
+
+def head_rules(config: ModelConfig) -> list[Rule]:
+    """transformers' generic classification / QA heads, shared by GPT-2 and Llama."""
+    name = {
+        "sequence_classification": "score",
+        "token_classification": "score" if config.family == "llama" else "classifier",
+        "question_answering": "qa_outputs",
+    }.get(config.head)
+    if name is None:
+        return []
+    rules = [rule("classifier.linear.weight", f"/{name}.weight")]
+    if config.head != "sequence_classification" or config.classifier_bias:
+        rules.append(rule("classifier.linear.bias", f"/{name}.bias"))
+    return rules
+
+
+SPEC = FamilySpec(
+    name="gpt2",
+    hf_model_type="gpt2",
+    hf_architectures=ARCHITECTURES,
+    hf_prefix=lambda head: "" if head == "base" else "transformer.",
+    presets=PRESETS,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    hf_rules=hf_rules,
+)
