@@ -119,7 +119,9 @@ class ModelConfig:
                 )
             self.head_dim = self.hidden_size // self.num_heads
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+            raise ConfigError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
         if self.embedding_size is None:
             self.embedding_size = self.hidden_size
         if self.attention_out_bias is None:

@@ -24,7 +24,9 @@ def hf_twin(config: ModelConfig, seed: int = 0) -> tuple[torch.nn.Module, Transf
     return hf_model, ours
 
 
-def padded_batch(vocab_size: int, lengths: list[int], seed: int = 0, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_batch(
+    vocab_size: int, lengths: list[int], seed: int = 0, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded random ids (B, T) and their attention mask; ids avoid ``pad_id``."""
     generator = torch.Generator().manual_seed(seed)
     length = max(lengths)

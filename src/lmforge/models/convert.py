@@ -74,18 +74,21 @@ def import_weights(
     expected: Mapping[str, Tensor],
     source: str,
     prefixes: tuple[str, ...] = ("",),
+    optional: tuple[str, ...] = (),
 ) -> dict[str, Tensor]:
     """Map ``foreign`` tensors into lmforge names, checking presence and shapes against ``expected``.
 
     Each foreign name is looked up as is and with each of ``prefixes`` added or removed, so a
-    base-model checkpoint loads into a model with a head and vice versa.
+    base-model checkpoint loads into a model with a head and vice versa. Weights of lmforge
+    parameters starting with one of ``optional`` (a new head) may be absent.
     """
     out: dict[str, Tensor] = {}
     missing: list[str] = []
     for rule in rules:
         key = _find(foreign, rule.theirs, prefixes)
         if key is None:
-            missing.append(rule.theirs)
+            if not (optional and all(name.startswith(optional) for name in rule.ours)):
+                missing.append(rule.theirs)
             continue
         tensor = rule.to_ours(foreign[key])
         parts = torch.chunk(tensor, len(rule.ours), dim=0) if len(rule.ours) > 1 else (tensor,)

@@ -80,6 +80,8 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding tables computed on the fly from position ids."""
 
+    inv_freq: Tensor
+
     def __init__(self, head_dim: int, theta: float, scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.register_buffer("inv_freq", rope_inverse_frequencies(head_dim, theta, scaling), persistent=False)
@@ -98,7 +100,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
-def relative_position_buckets(relative: Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> Tensor:
+def relative_position_buckets(
+    relative: Tensor, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Tensor:
     """T5's log-spaced buckets for ``relative = key_pos - query_pos``."""
     buckets = torch.zeros_like(relative)
     if bidirectional:
@@ -109,9 +113,14 @@ def relative_position_buckets(relative: Tensor, bidirectional: bool, num_buckets
         relative = -torch.clamp(relative, max=0)
     max_exact = num_buckets // 2
     is_small = relative < max_exact
-    large = max_exact + (
-        torch.log(relative.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
-    ).long()
+    large = (
+        max_exact
+        + (
+            torch.log(relative.float() / max_exact)
+            / math.log(max_distance / max_exact)
+            * (num_buckets - max_exact)
+        ).long()
+    )
     large = torch.clamp(large, max=num_buckets - 1)
     return buckets + torch.where(is_small, relative, large)
 
@@ -129,7 +138,9 @@ class RelativePositionBias(nn.Module):
     def forward(self, q_len: int, k_len: int, device: torch.device) -> Tensor:
         query = torch.arange(k_len - q_len, k_len, device=device)[:, None]
         key = torch.arange(k_len, device=device)[None, :]
-        buckets = relative_position_buckets(key - query, self.bidirectional, self.num_buckets, self.max_distance)
+        buckets = relative_position_buckets(
+            key - query, self.bidirectional, self.num_buckets, self.max_distance
+        )
         return self.bias(buckets).permute(2, 0, 1)[None]  # (1, nh, T, S)
 
 
@@ -138,7 +149,12 @@ class RelativePositionBias(nn.Module):
 
 
 def attention_bias(
-    padding_mask: Tensor | None, q_len: int, k_len: int, causal: bool, dtype: torch.dtype, device: torch.device
+    padding_mask: Tensor | None,
+    q_len: int,
+    k_len: int,
+    causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
 ) -> Tensor | None:
     """Additive float mask (B|1, 1, T, S): 0 where attention is allowed, the dtype's minimum elsewhere.
 
@@ -154,7 +170,9 @@ def attention_bias(
         allowed = keep if allowed is None else allowed & keep
     if allowed is None:
         return None
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
 
 
 class KVCache:
@@ -197,7 +215,11 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, cross: bool = False) -> None:
         super().__init__()
         assert config.head_dim is not None and config.num_kv_heads is not None
-        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+        )
         self.cross = cross
         self.scale = config.attention_scale
         self.dropout = config.dropout
@@ -291,7 +313,9 @@ class Embeddings(nn.Module):
         dim = config.embedding_size
         self.token = nn.Embedding(config.vocab_size, dim)
         self.position = (
-            nn.Embedding(config.max_positions + config.position_offset, dim) if config.positions == "learned" else None
+            nn.Embedding(config.max_positions + config.position_offset, dim)
+            if config.positions == "learned"
+            else None
         )
         self.token_type = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size else None
         self.norm = make_norm(config, dim) if config.embedding_norm else None
@@ -307,7 +331,11 @@ class Embeddings(nn.Module):
         return torch.arange(past, past + length, device=input_ids.device)[None] + config.position_offset
 
     def forward(
-        self, input_ids: Tensor, token_type_ids: Tensor | None = None, position_ids: Tensor | None = None, past: int = 0
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past: int = 0,
     ) -> Tensor:
         x = self.token(input_ids)  # (B, T, E)
         if self.position is not None:
@@ -355,9 +383,11 @@ class Block(nn.Module):
         memory_bias: Tensor | None = None,
     ) -> Tensor:
         x = self._residual(x, self.attn_norm, lambda h: self.attn(h, bias, is_causal, rope, cache, layer))
-        if self.cross_attn is not None:
+        if self.cross_attn is not None and self.cross_norm is not None:
             cross = self.cross_attn
-            x = self._residual(x, self.cross_norm, lambda h: cross(h, memory_bias, False, None, cache, layer, memory))
+            x = self._residual(
+                x, self.cross_norm, lambda h: cross(h, memory_bias, False, None, cache, layer, memory)
+            )
         return self._residual(x, self.mlp_norm, self.mlp)
 
 
@@ -367,7 +397,9 @@ class TransformerStack(nn.Module):
     With ``num_layer_groups`` set (ALBERT), layers share the parameters of their group's block.
     """
 
-    def __init__(self, config: ModelConfig, num_layers: int, causal: bool, cross_attention: bool = False) -> None:
+    def __init__(
+        self, config: ModelConfig, num_layers: int, causal: bool, cross_attention: bool = False
+    ) -> None:
         super().__init__()
         self.num_layers = num_layers
         self.causal = causal
@@ -381,7 +413,9 @@ class TransformerStack(nn.Module):
             if config.positions == "rope"
             else None
         )
-        self.relative = RelativePositionBias(config, bidirectional=not causal) if config.positions == "relative" else None
+        self.relative = (
+            RelativePositionBias(config, bidirectional=not causal) if config.positions == "relative" else None
+        )
 
     def forward(
         self,

@@ -37,7 +37,7 @@ class FamilySpec:
     hf_architectures: dict[str, str]
     hf_prefix: Callable[[str], str]
     presets: dict[str, dict[str, Any]]
-    config_from_hf: Callable[[dict[str, Any], Head], ModelConfig]
+    config_from_hf: Callable[[dict[str, Any], Head | None], ModelConfig]
     config_to_hf: Callable[[ModelConfig], dict[str, Any]]
     hf_rules: Callable[[ModelConfig], list[Rule]]
     gguf_rules: Callable[[ModelConfig], list[Rule]] | None = None

@@ -8,7 +8,7 @@ from lmforge.config import Head, ModelConfig
 from lmforge.models.convert import Rule, rule, transpose
 from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
 
-_BASE = {
+_BASE: dict[str, Any] = {
     "family": "gpt2",
     "vocab_size": 50257,
     "max_positions": 1024,

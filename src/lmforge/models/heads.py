@@ -20,7 +20,9 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(pooled))
 
 
-def pool(hidden: Tensor, config: ModelConfig, attention_mask: Tensor | None, input_ids: Tensor | None) -> Tensor:
+def pool(
+    hidden: Tensor, config: ModelConfig, attention_mask: Tensor | None, input_ids: Tensor | None
+) -> Tensor:
     """Pick one vector per sequence from ``hidden`` (B, T, H): the first token, or the last real one.
 
     The last real token comes from ``attention_mask`` when given, else from ``pad_token_id``.

@@ -10,7 +10,7 @@ from lmforge.models.convert import Rule, rope_permute, rope_unpermute, rule
 from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
 from lmforge.models.gpt2 import head_rules
 
-_BASE = {
+_BASE: dict[str, Any] = {
     "family": "llama",
     "norm": "rmsnorm",
     "norm_eps": 1e-5,
@@ -143,7 +143,15 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
 def _layer_rules(config: ModelConfig, names: dict[str, str]) -> list[Rule]:
     """Backbone rules given the foreign name of each lmforge piece (``{i}`` = layer)."""
     rules = [rule("embeddings.token.weight", names["embed"]), rule("stack.final_norm.weight", names["norm"])]
-    for ours in ("attn_norm", "mlp_norm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "attn.v_proj", "attn.o_proj"):
+    for ours in (
+        "attn_norm",
+        "mlp_norm",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+        "attn.v_proj",
+        "attn.o_proj",
+    ):
         rules.append(rule(f"stack.layers.{{i}}.{ours}.weight", names[ours]))
     return rules
 
@@ -159,10 +167,14 @@ def hf_rules(config: ModelConfig) -> list[Rule]:
     }
     rules = _layer_rules(config, names)
     for p in "qk":
-        rules.append(rule(f"stack.layers.{{i}}.attn.{p}_proj.weight", f"layers.{{i}}.self_attn.{p}_proj.weight"))
+        rules.append(
+            rule(f"stack.layers.{{i}}.attn.{p}_proj.weight", f"layers.{{i}}.self_attn.{p}_proj.weight")
+        )
     if config.attention_bias:
         for p in "qkv":
-            rules.append(rule(f"stack.layers.{{i}}.attn.{p}_proj.bias", f"layers.{{i}}.self_attn.{p}_proj.bias"))
+            rules.append(
+                rule(f"stack.layers.{{i}}.attn.{p}_proj.bias", f"layers.{{i}}.self_attn.{p}_proj.bias")
+            )
     if config.attention_out_bias:
         rules.append(rule("stack.layers.{i}.attn.o_proj.bias", "layers.{i}.self_attn.o_proj.bias"))
     if config.mlp_bias:

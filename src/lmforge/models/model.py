@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
@@ -48,7 +47,9 @@ class TransformerModel(nn.Module):
         )
         self.pooler = Pooler(config) if config.pooler else None
         head = config.head
-        self.lm_head = LMHead(config, masked=head in ("masked_lm", "pretraining")) if head in _LM_HEADS else None
+        self.lm_head = (
+            LMHead(config, masked=head in ("masked_lm", "pretraining")) if head in _LM_HEADS else None
+        )
         self.classifier: Classifier | None = None
         if head == "sequence_classification":
             self.classifier = Classifier(config, config.num_labels, bias=config.classifier_bias)
@@ -104,7 +105,9 @@ class TransformerModel(nn.Module):
             )
         past = cache.length if cache is not None else 0
         stack_cache = cache if self.decoder is None else None
-        x = self.embeddings(input_ids, token_type_ids, position_ids if self.stack.rotary is None else None, past)
+        x = self.embeddings(
+            input_ids, token_type_ids, position_ids if self.stack.rotary is None else None, past
+        )
         return self.stack(x, attention_mask, position_ids, stack_cache)
 
     def forward(
@@ -165,7 +168,9 @@ class TransformerModel(nn.Module):
         if self.classifier is None:
             return out
         if head == "sequence_classification":
-            out.logits = self.classifier(pooled if pooled is not None else pool(hidden, config, attention_mask, input_ids))
+            out.logits = self.classifier(
+                pooled if pooled is not None else pool(hidden, config, attention_mask, input_ids)
+            )
         elif head == "token_classification":
             out.logits = self.classifier(hidden)
         elif head == "question_answering":

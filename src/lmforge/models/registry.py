@@ -25,7 +25,9 @@ def family_for_hf(model_type: str, source: str) -> FamilySpec:
         if spec.hf_model_type == model_type:
             return spec
     known = ", ".join(spec.hf_model_type for spec in FAMILIES.values())
-    raise UnsupportedError(f"{source}: transformers model_type {model_type!r} is not supported; known: {known}")
+    raise UnsupportedError(
+        f"{source}: transformers model_type {model_type!r} is not supported; known: {known}"
+    )
 
 
 def presets() -> dict[str, FamilySpec]:

@@ -1,0 +1,30 @@
+"""lmforge: build, train, calibrate and serve language models on a laptop.
+
+The Python API mirrors the CLI::
+
+    import lmforge
+    bundle = lmforge.load("smollm2-135m-instruct")   # model + tokenizer + config
+    ids = bundle.tokenizer.encode("The capital of France is")
+
+``load``/``save`` are imported lazily so that ``import lmforge.assets`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lmforge.errors import LmforgeError
+from lmforge.version import __version__
+
+if TYPE_CHECKING:
+    from lmforge.models.checkpoint import LoadedModel, load, save, save_hf
+
+__all__ = ["LmforgeError", "LoadedModel", "__version__", "load", "save", "save_hf"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("LoadedModel", "load", "save", "save_hf"):
+        from lmforge.models import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

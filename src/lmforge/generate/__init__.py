@@ -1,0 +1,5 @@
+"""Generation stage: decoding loops over the KV cache."""
+
+from lmforge.generate.decode import GenerationConfig, generate
+
+__all__ = ["GenerationConfig", "generate"]
