@@ -31,8 +31,8 @@ def transpose(t: Tensor) -> Tensor:
 class Rule:
     """One weight (or a fused group) in both layouts.
 
-    ``ours`` names one or more lmforge parameters; several are concatenated along dim 0 (after
-    ``to_theirs``) to form the single foreign tensor ``theirs`` (GPT-2's fused ``c_attn``).
+    ``ours`` names one or more lmforge parameters; several are concatenated along dim 0 (then
+    ``to_theirs`` applies) to form the single foreign tensor ``theirs`` (GPT-2's fused ``c_attn``).
     ``{i}`` in names stands for the layer index.
     """
 
@@ -111,8 +111,9 @@ def export_weights(state: Mapping[str, Tensor], rules: list[Rule]) -> dict[str, 
     """Map lmforge tensors to the foreign layout."""
     out: dict[str, Tensor] = {}
     for rule in rules:
-        parts = [rule.to_theirs(state[name]) for name in rule.ours]
-        out[rule.theirs] = (torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]).contiguous()
+        parts = [state[name] for name in rule.ours]
+        tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        out[rule.theirs] = rule.to_theirs(tensor).contiguous()
     return out
 
 

@@ -447,10 +447,12 @@ class TransformerStack(nn.Module):
         memory_bias = None
         if memory is not None:
             memory_bias = attention_bias(memory_mask, q_len, memory.shape[1], False, x.dtype, x.device)
+        # SDPA's is_causal aligns the mask top-left, which is only right without cached keys.
+        is_causal = self.causal and q_len == k_len
         group_size = self.num_layers // len(self.layers)
         for i in range(self.num_layers):
             block = self.layers[i // group_size]
-            x = block(x, bias, self.causal, rope, cache, i, memory, memory_bias)
+            x = block(x, bias, is_causal, rope, cache, i, memory, memory_bias)
         if self.final_norm is not None:
             x = self.dropout(self.final_norm(x))
         return x

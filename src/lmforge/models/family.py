@@ -61,11 +61,15 @@ class FamilySpec:
         return rules
 
     def hf_config(self, config: ModelConfig) -> dict[str, Any]:
-        """A complete transformers ``config.json`` dict for ``config``."""
+        """A complete transformers ``config.json`` dict for ``config``.
+
+        ``config_to_hf`` may name the architecture itself, for a layout no head maps to (T5's
+        encoder alone, ``T5EncoderModel``).
+        """
         return {
+            "architectures": [self.hf_architectures[config.head]],
             **self.config_to_hf(config),
             "model_type": self.hf_model_type,
-            "architectures": [self.hf_architectures[config.head]],
         }
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
-from lmforge.models import gpt2, llama
+from lmforge.models import bert, gpt2, llama, t5
 from lmforge.models.family import FamilySpec
 
 _SPECS: tuple[FamilySpec, ...] = (
     gpt2.SPEC,
     llama.SPEC,
+    bert.BERT_SPEC,
+    bert.ROBERTA_SPEC,
+    bert.ALBERT_SPEC,
+    t5.SPEC,
 )
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in _SPECS}
 
