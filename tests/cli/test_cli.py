@@ -78,9 +78,8 @@ def test_missing_asset_exits_2_with_install_command(tmp_path: Path) -> None:
 
 
 def test_convert_to_hf_and_back(tmp_path: Path) -> None:
-    from lmforge.models import TransformerModel, preset_config
-
     import lmforge
+    from lmforge.models import TransformerModel, preset_config
 
     torch.manual_seed(0)
     model = TransformerModel(preset_config("gpt2-tiny", head="causal_lm", vocab_size=256)).eval()
