@@ -8,6 +8,7 @@ directory that ``transformers.AutoModel*.from_pretrained`` loads.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _build(
     config: ModelConfig,
-    weights: dict[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
     rules: list[Rule],
     source: str,
     prefixes: tuple[str, ...],
@@ -207,13 +208,12 @@ def _load_gguf(path: Path, head: Head | None) -> LoadedModel:
     arch = gguf.metadata.get("general.architecture")
     if arch != "llama":
         raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (only 'llama')")
-    weights = dict(gguf.tensors())
-    metadata = {**gguf.metadata, "_tied_embeddings": "output.weight" not in weights}
+    metadata = {**gguf.metadata, "_tied_embeddings": "output.weight" not in gguf}
     config = config_from_gguf(metadata, head or "causal_lm")
     spec = family("llama")
     assert spec.gguf_rules is not None
     rules = expand(spec.gguf_rules(config), config.num_layers)
-    model = _build(config, weights, rules, str(path), ("",))
+    model = _build(config, gguf, rules, str(path), ("",))
     return LoadedModel(model, Tokenizer.from_gguf(gguf.metadata), config, str(path))
 
 

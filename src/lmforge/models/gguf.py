@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +64,7 @@ class GGUFTensorInfo:
     shape: tuple[int, ...]
 
 
-class GGUFFile:
+class GGUFFile(Mapping[str, torch.Tensor]):
     """An opened GGUF file: decoded metadata plus lazily dequantized tensors.
 
     Build it with :func:`read_gguf`. The tensor data stays memory-mapped until a tensor is asked for.
@@ -105,6 +105,13 @@ class GGUFFile:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tensors
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The fp32 tensor ``name``, dequantized on access (so a weight map reads one at a time)."""
+        return self.tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
 
     def __repr__(self) -> str:
         return f"GGUFFile({str(self.path)!r}, architecture={self.architecture!r}, tensors={len(self)})"
