@@ -14,7 +14,7 @@ from typing import Any
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.models.convert import Rule, rule
-from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
+from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
 
 _COMMON: dict[str, Any] = {
     "norm": "layernorm",
@@ -138,13 +138,9 @@ def _config_from_hf(
             "activation": _ACTIVATIONS[act],
             "type_vocab_size": hf.get("type_vocab_size", 2),
             "tie_embeddings": hf.get("tie_word_embeddings", True),
-            "pad_token_id": hf.get("pad_token_id", base["pad_token_id"]),
-            "bos_token_id": hf.get("bos_token_id", base.get("bos_token_id")),
-            "eos_token_id": hf.get("eos_token_id", base.get("eos_token_id")),
             "dropout": hf.get("hidden_dropout_prob", 0.0),
             "pooler": pooler,
-            "head": head,
-            "num_labels": num_labels(hf),
+            **common_hf_fields(hf, head, base),
         }
     )
 

@@ -82,6 +82,17 @@ def head_from_architectures(architectures: list[str] | None, mapping: dict[str, 
     return default
 
 
+def common_hf_fields(
+    hf: dict[str, Any], head: Head, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """ModelConfig fields every family reads the same way: special token ids, head, label count."""
+    defaults = defaults or {}
+    fields: dict[str, Any] = {
+        name: hf.get(name, defaults.get(name)) for name in ("bos_token_id", "eos_token_id", "pad_token_id")
+    }
+    return {**fields, "head": head, "num_labels": num_labels(hf)}
+
+
 def num_labels(hf: dict[str, Any]) -> int:
     if "id2label" in hf and hf["id2label"]:
         return len(hf["id2label"])

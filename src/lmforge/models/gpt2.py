@@ -6,7 +6,7 @@ from typing import Any
 
 from lmforge.config import Head, ModelConfig
 from lmforge.models.convert import Rule, rule, transpose
-from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
+from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
 
 _BASE: dict[str, Any] = {
     "family": "gpt2",
@@ -56,11 +56,7 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
             "activation": _ACTIVATIONS.get(hf.get("activation_function", "gelu_new"), "gelu_tanh"),
             "tie_embeddings": hf.get("tie_word_embeddings", True),
-            "bos_token_id": hf.get("bos_token_id"),
-            "eos_token_id": hf.get("eos_token_id"),
-            "pad_token_id": hf.get("pad_token_id"),
-            "head": head,
-            "num_labels": num_labels(hf),
+            **common_hf_fields(hf, head),
         }
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import UnsupportedError
 from lmforge.models.convert import Rule, rope_permute, rope_unpermute, rule
-from lmforge.models.family import FamilySpec, head_from_architectures, labels_to_hf, num_labels
+from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
 from lmforge.models.gpt2 import head_rules
 
 _BASE: dict[str, Any] = {
@@ -105,11 +105,7 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "attention_bias": hf.get("attention_bias", False),
             "mlp_bias": hf.get("mlp_bias", False),
             "tie_embeddings": hf.get("tie_word_embeddings", False),
-            "bos_token_id": hf.get("bos_token_id"),
-            "eos_token_id": hf.get("eos_token_id"),
-            "pad_token_id": hf.get("pad_token_id"),
-            "head": head,
-            "num_labels": num_labels(hf),
+            **common_hf_fields(hf, head),
         }
     )
 
