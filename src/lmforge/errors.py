@@ -28,7 +28,16 @@ class ShapeError(LmforgeError):
     """Inputs to a model have inconsistent shapes (mask vs input ids, cache vs mask)."""
 
 
+class DataError(LmforgeError):
+    """Input text is unreadable or malformed (undecodable bytes, missing field, empty corpus); names file and line."""
+
+
 class AssetMissingError(LmforgeError):
     """A bundled asset package is not installed; the message carries the exact install command."""
 
     exit_code = 2
+
+
+class CalibrationError(LmforgeError, ValueError):
+    """Logits, probabilities or labels given to a metric or calibrator are malformed or disagree,
+    or a calibrator file cannot be read."""

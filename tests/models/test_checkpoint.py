@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,20 @@ def test_pytorch_bin_loaded_with_weights_only(tmp_path: Path) -> None:
     torch.save({"evil": object()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pytorch_model.bin"):
         lmforge.load(tmp_path)
+
+
+def test_load_with_other_label_count_reinitialises_classifier(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    config = preset_config("gpt2-tiny", head="sequence_classification", vocab_size=300, num_labels=2)
+    lmforge.save(TransformerModel(config), tmp_path / "ckpt")
+    loaded = lmforge.load(tmp_path / "ckpt", num_labels=5)
+    assert loaded.model.classifier is not None
+    assert loaded.model.classifier.linear.weight.shape == (5, 128)
+
+
+def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_llama: TransformerModel) -> None:
+    lmforge.save(tiny_llama, tmp_path / "ckpt")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "ckpt" / name).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600

@@ -96,6 +96,8 @@ def import_weights(
             if name not in expected:
                 raise CheckpointError(f"{source}: internal map names unknown parameter {name!r}")
             if tuple(part.shape) != tuple(expected[name].shape):
+                if optional and name.startswith(optional):  # a new head of another size: keep its init
+                    continue
                 raise CheckpointError(
                     f"{source}: weight {key!r} has shape {tuple(part.shape)} but the config expects "
                     f"{tuple(expected[name].shape)} for {name!r}; the config and weights do not match"

@@ -5,6 +5,16 @@ Note the name: inside this package, ``import tokenizers`` still means the Huggin
 """
 
 from lmforge.tokenizers.gguf import GGUFTokenizerParts, build_gguf_tokenizer
+from lmforge.tokenizers.gpt2_bpe import load_gpt2_bpe
 from lmforge.tokenizers.tokenizer import SPECIAL_TOKEN_NAMES, Tokenizer
+from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
 
-__all__ = ["SPECIAL_TOKEN_NAMES", "GGUFTokenizerParts", "Tokenizer", "build_gguf_tokenizer"]
+__all__ = [
+    "SPECIAL_TOKEN_NAMES",
+    "GGUFTokenizerParts",
+    "Tokenizer",
+    "TokenizerTrainConfig",
+    "build_gguf_tokenizer",
+    "load_gpt2_bpe",
+    "train_tokenizer",
+]

@@ -1,0 +1,152 @@
+"""The top-level Python API: models loaded together with what later stages stored beside them.
+
+:func:`load` is ``lmforge.load``. It reads the model like :func:`lmforge.models.checkpoint.load`
+and, when the directory holds a calibrator (``lmforge calibrate --save-into``), attaches it, so
+``lmforge.load(dir).predict_proba(texts)`` returns calibrated probabilities. This module sits above
+every stage (models may not import calibrate: data flows one way), just below the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.calibrate.base import Calibrator, softmax
+from lmforge.calibrate.io import load_calibrator
+from lmforge.config import Head
+from lmforge.errors import CalibrationError, ConfigError, UnsupportedError
+from lmforge.models import checkpoint
+from lmforge.models.checkpoint import LoadedModel
+
+Inputs = str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor | Mapping[str, torch.Tensor]
+
+
+@dataclass
+class CalibratedModel(LoadedModel):
+    """A :class:`LoadedModel` (``.model``, ``.tokenizer``, ``.config``, ``.source``) plus the
+    calibrator saved with it (``None`` when there is none)."""
+
+    calibrator: Calibrator | None = None
+
+    def logits(self, inputs: Inputs, batch_size: int = 32) -> np.ndarray:
+        """Classifier logits [N, C] (float64) of a sequence-classification model.
+
+        Args:
+            inputs: a text or list of texts (tokenised with ``.tokenizer``), token ids as a
+                [B, T] / [T] tensor or a list of id lists (unpadded lists are right-padded and
+                masked), or a ``batch_encode`` dict with ``input_ids`` and ``attention_mask``.
+            batch_size: texts per forward pass.
+        """
+        if self.config.head != "sequence_classification":
+            raise UnsupportedError(
+                f"{self.source}: predict_proba needs a sequence_classification model, this one has head "
+                f"{self.config.head!r}"
+            )
+        device = next(self.model.parameters()).device
+        outputs = []
+        self.model.eval()
+        with torch.inference_mode():
+            for batch in self._batches(inputs, batch_size):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs.append(self.model(**batch).logits.double().cpu().numpy())
+        return np.concatenate(outputs)
+
+    def predict_proba(self, inputs: Inputs, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities [N, C]: the calibrator applied to the logits, or softmax without one."""
+        logits = self.logits(inputs, batch_size)
+        return self.calibrator.predict_proba(logits) if self.calibrator is not None else softmax(logits)
+
+    def _batches(self, inputs: Inputs, batch_size: int) -> list[dict[str, torch.Tensor]]:
+        if isinstance(inputs, Mapping):
+            return [dict(inputs)]
+        if isinstance(inputs, torch.Tensor):
+            ids = inputs if inputs.dim() == 2 else inputs.unsqueeze(0)
+            return [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        items = list(inputs)
+        if not items:
+            raise ConfigError("predict_proba got no inputs")
+        if all(isinstance(x, str) for x in items):
+            if self.tokenizer is None:
+                raise ConfigError(
+                    f"{self.source}: no tokenizer saved with this model; pass token ids instead"
+                )
+            texts = [str(x) for x in items]
+            return [
+                self.tokenizer.batch_encode(texts[i : i + batch_size])
+                for i in range(0, len(texts), batch_size)
+            ]
+        id_lists = [list(map(int, x)) for x in items]  # type: ignore[arg-type]
+        batches = []
+        for i in range(0, len(id_lists), batch_size):
+            chunk = id_lists[i : i + batch_size]
+            width = max(len(x) for x in chunk)
+            ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=torch.long)
+            for row, x in enumerate(chunk):
+                ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+                mask[row, : len(x)] = 1
+            batches.append({"input_ids": ids, "attention_mask": mask})
+        return batches
+
+
+def load(
+    name_or_path: str | Path,
+    head: Head | None = None,
+    num_labels: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    calibrated: bool = True,
+) -> CalibratedModel:
+    """Load a model (any source :func:`lmforge.models.checkpoint.load` accepts) with its calibrator.
+
+    Args:
+        name_or_path: checkpoint or transformers directory, ``.gguf`` file or asset name.
+        head: replace the checkpoint's head; a saved calibrator is then not attached (it was
+            fitted on the old head's logits).
+        num_labels: number of labels of a new classification head (same rule as ``head``).
+        dtype: parameter dtype.
+        device: where to put the model.
+        calibrated: attach ``calibrator.json`` when the directory has one.
+
+    Raises:
+        CalibrationError: the saved calibrator is unreadable or its class count differs from the
+            classifier's ``num_labels``.
+    """
+    bundle = checkpoint.load(name_or_path, head=head, num_labels=num_labels, dtype=dtype, device=device)
+    calibrator = None
+    path = Path(bundle.source)
+    head_changed = (head is not None or num_labels is not None) and not _same_head(path, head, num_labels)
+    if calibrated and path.is_dir() and not head_changed:
+        calibrator = load_calibrator(path)
+        if (
+            calibrator is not None
+            and bundle.config.head == "sequence_classification"
+            and calibrator.num_classes != bundle.config.num_labels
+        ):
+            raise CalibrationError(
+                f"{path}: calibrator.json is for {calibrator.num_classes} classes but the classifier has "
+                f"num_labels = {bundle.config.num_labels}; re-run lmforge calibrate --save-into"
+            )
+    return CalibratedModel(bundle.model, bundle.tokenizer, bundle.config, bundle.source, calibrator)
+
+
+def _same_head(path: Path, head: Head | None, num_labels: int | None) -> bool:
+    """Whether an explicit head / num_labels just restates what the checkpoint already has."""
+    import json
+
+    try:
+        saved: dict[str, Any] = json.loads((path / "config.json").read_text(encoding="utf-8")).get(
+            "lmforge", {}
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (head is None or saved.get("head") == head) and (
+        num_labels is None or saved.get("num_labels") == num_labels
+    )

@@ -1,0 +1,501 @@
+"""Prompted classification: score each class by the log-probability of its label word(s) after a prompt.
+
+A prompt is an optional instruction, k demonstrations and the input, each rendered with one
+template, e.g. ``"Review: {text}\\nSentiment: {label}"`` (a template without ``{label}`` gets
+``" {label}"`` appended). Demonstrations carry their gold label word; the input's label slot is
+where the model is asked for the class. A causal LM scores the label word's tokens after the
+prompt; a masked LM (PET style) fills the slot with as many ``[MASK]`` tokens as the word has
+and scores each token at its mask. Per-token log-probabilities are reduced by ``scoring``:
+``"sum"`` (the word's log-probability), ``"mean"`` (per token, so long words are not penalised)
+or ``"first"`` (first token only).
+
+**Efficiency.** The prefix (instruction + demonstrations) is the same for every input, so a causal
+LM encodes it once and reuses its KV cache: the cache is expanded along the batch for a batch of
+inputs, the inputs are run once, and only the label tokens after the first are run again, for
+all labels together, on the input's cache (:func:`causal_label_logprobs`). ``cached=False``
+re-scores every (input, label) pair in full, as a reference and for the benchmark.
+
+**Tokenization boundaries.** The scored sequence is ``ids(prefix) + ids(query) + ids(label)``,
+each piece tokenized on its own (the tokenizer's BOS, if it adds one, goes first). Pieces are cut
+*before* whitespace: the separator between demonstrations starts the next piece and the space
+before a label word belongs to the label (``" positive"``), because byte-level BPE and WordPiece
+start a new word at whitespace. For those tokenizers the concatenation then equals tokenizing
+the whole text at once; where it does not, cached and full scoring still see identical ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lmforge.errors import ConfigError, UnsupportedError
+from lmforge.models import KVCache, TransformerModel
+from lmforge.tokenizers import Tokenizer
+
+__all__ = [
+    "SCORINGS",
+    "EncodedPrompt",
+    "PromptScorer",
+    "PromptSegments",
+    "PromptTemplate",
+    "Scoring",
+    "causal_label_logprobs",
+    "masked_label_logprobs",
+    "reduce_label_logprobs",
+]
+
+Scoring = Literal["sum", "mean", "first"]
+SCORINGS: tuple[str, ...] = ("sum", "mean", "first")
+_CHAT_PLACEHOLDER = "\u0000lmforge-prompt\u0000"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How one example becomes text.
+
+    Attributes:
+        template: text with one ``{text}`` and at most one ``{label}`` after it.
+        instruction: text put once before the demonstrations (may be empty).
+        separator: between instruction, demonstrations and the input.
+    """
+
+    template: str
+    instruction: str = ""
+    separator: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        t = self.template
+        if t.count("{text}") != 1:
+            raise ConfigError(f"template {t!r} must contain {{text}} exactly once")
+        if t.count("{label}") > 1 or ("{label}" in t and t.index("{label}") < t.index("{text}")):
+            raise ConfigError(f"template {t!r}: {{label}} may appear once, after {{text}}")
+
+    @property
+    def head(self) -> str:
+        """The template up to the label slot, e.g. ``"Review: {text}\\nSentiment: "``."""
+        t = self.template if "{label}" in self.template else self.template + " {label}"
+        return t.split("{label}")[0]
+
+    @property
+    def tail(self) -> str:
+        """The template after the label slot (e.g. ``"."``); not scored."""
+        return self.template.split("{label}")[1] if "{label}" in self.template else ""
+
+    @property
+    def label_lead(self) -> str:
+        """Spaces before the label slot: they are tokenized with the label word (``" positive"``)."""
+        return self.head[len(self.head.rstrip(" ")) :]
+
+    def demonstration(self, text: str, label_word: str) -> str:
+        """A solved example: the template with its text and gold label word."""
+        return self.head.replace("{text}", text) + label_word + self.tail
+
+    def query(self, text: str) -> str:
+        """The input up to (not including) the label slot and the spaces before it."""
+        filled = self.head.replace("{text}", text)
+        return filled[: len(filled) - len(self.label_lead)]
+
+    def premise(self) -> str:
+        """The domain premise of PMI scoring: the answer cue after ``{text}`` (e.g. ``"Sentiment:"``)."""
+        return self.head.split("{text}", 1)[1].strip(" \n\t")
+
+
+@dataclass
+class PromptSegments:
+    """The text pieces that are tokenized separately (see the module docstring)."""
+
+    prefix: str
+    queries: list[str]
+    label_lead: str
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids of a prompt: the shared prefix, each input's query and each label continuation."""
+
+    prefix_ids: list[int]
+    query_ids: list[list[int]]
+    label_ids: list[list[int]]
+    suffix_ids: list[int]
+
+
+def reduce_label_logprobs(token_logprobs: Tensor, lengths: Sequence[int], scoring: Scoring) -> Tensor:
+    """Per-class scores from per-token log-probabilities.
+
+    Args:
+        token_logprobs: (N, C, L) log-probabilities of label tokens, zero-padded past each length.
+        lengths: tokens of each of the C labels.
+        scoring: ``"sum"``, ``"mean"`` or ``"first"``.
+
+    Returns:
+        (N, C) scores.
+    """
+    if scoring == "first":
+        return token_logprobs[:, :, 0]
+    total = token_logprobs.sum(-1)
+    if scoring == "sum":
+        return total
+    if scoring == "mean":
+        return total / torch.tensor(lengths, dtype=total.dtype, device=total.device)
+    raise ConfigError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+
+
+def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-padded (B, T) ids and mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _cache_view(cache: KVCache, index: Tensor | None = None, batch: int = 1) -> KVCache:
+    """A new cache over the same keys/values: rows ``index`` (copied), or row 0 expanded to ``batch``."""
+    out = KVCache()
+    for layer, (k, v) in cache.self_kv.items():  # each (B, nkv, S, hd)
+        if index is not None:
+            out.self_kv[layer] = (k.index_select(0, index), v.index_select(0, index))
+        else:
+            out.self_kv[layer] = (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+    return out
+
+
+def _device(model: TransformerModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_id(model: TransformerModel) -> int:
+    # RoBERTa derives positions from padding, so pads must be the model's own pad id.
+    return model.config.pad_token_id if model.config.pad_token_id is not None else 0
+
+
+@torch.inference_mode()
+def causal_label_logprobs(
+    model: TransformerModel,
+    prefix_ids: Sequence[int],
+    query_ids: Sequence[Sequence[int]],
+    label_ids: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    cached: bool = True,
+    prefix_cache: KVCache | None = None,
+) -> Tensor:
+    """Log-probabilities of every label token after ``prefix + query``, for every input and label.
+
+    Args:
+        model: a causal LM (``config.head == "causal_lm"``).
+        prefix_ids: ids shared by every input (instruction, demonstrations), may be empty.
+        query_ids: N id lists, one per input; ``prefix + query`` must not be empty.
+        label_ids: C id lists, one per label continuation (each at least one token).
+        batch_size: inputs per forward pass (full scoring: (input, label) rows per pass).
+        cached: reuse the prefix's KV cache and each input's cache for its label tokens; False
+            scores ``prefix + query + label`` from scratch for every pair.
+        prefix_cache: the prefix's cache from an earlier call (batch 1), to skip encoding it.
+
+    Returns:
+        (N, C, L) float32 log-probabilities on the CPU, L = longest label, zero past a label's end.
+    """
+    if model.lm_head is None or not model.config.causal or model.decoder is not None:
+        raise UnsupportedError("causal label scoring needs a decoder-only model with a causal_lm head")
+    lengths = [len(label) for label in label_ids]
+    if min(lengths) < 1:
+        raise ConfigError("every label word must encode to at least one token")
+    if any(len(prefix_ids) + len(q) == 0 for q in query_ids):
+        raise ConfigError("prefix + input is empty: there is no context to score the label after")
+    if any(len(q) == 0 for q in query_ids):
+        prefix_ids, query_ids = _shift_last_prefix_token(prefix_ids, query_ids)
+        prefix_cache = None
+    if not cached:
+        return _full_label_logprobs(model, prefix_ids, query_ids, label_ids, batch_size)
+    device, pad = _device(model), _pad_id(model)
+    num_labels, width = len(label_ids), max(lengths)
+    labels, label_mask = _padded(label_ids, pad)  # (C, L)
+    labels, label_mask = labels.to(device), label_mask.to(device)
+    out = torch.zeros(len(query_ids), num_labels, width)
+    if prefix_cache is None:
+        prefix_cache = KVCache()
+        if prefix_ids:
+            model.encode(torch.tensor([list(prefix_ids)], device=device), cache=prefix_cache)
+    past = prefix_cache.length
+    for start in range(0, len(query_ids), batch_size):
+        rows = query_ids[start : start + batch_size]
+        batch = len(rows)
+        ids, mask = _padded(rows, pad)  # (B, T)
+        ids, mask = ids.to(device), mask.to(device)
+        query_len = torch.tensor([len(r) for r in rows], device=device)
+        cache = _cache_view(prefix_cache, batch=batch)
+        full_mask = torch.cat([mask.new_ones(batch, past), mask], dim=1)  # (B, past + T)
+        hidden = model.encode(ids, full_mask, cache=cache)  # (B, T, H)
+        last = hidden[torch.arange(batch, device=device), query_len - 1]  # (B, H)
+        first = torch.log_softmax(model.lm_head(last).float(), dim=-1)  # (B, V)
+        out[start : start + batch, :, 0] = first[:, labels[:, 0]].cpu()
+        if width == 1:
+            continue
+        # Label tokens 1.. of every (input, label) pair, on a copy of that input's cache.
+        index = torch.arange(batch, device=device).repeat_interleave(num_labels)  # (B*C,)
+        tiled, tiled_mask = labels.repeat(batch, 1), label_mask.repeat(batch, 1)  # (B*C, L)
+        for chunk in torch.split(torch.arange(batch * num_labels, device=device), batch_size):
+            rows_cache = _cache_view(cache, index=index[chunk])
+            step_ids = tiled[chunk, :-1]  # (b, L-1): feed tokens 0..L-2, predict 1..L-1
+            step_mask = torch.cat([full_mask[index[chunk]], tiled_mask[chunk, :-1]], dim=1)
+            positions = (past + query_len[index[chunk]])[:, None] + torch.arange(width - 1, device=device)
+            step_hidden = model.encode(step_ids, step_mask, position_ids=positions, cache=rows_cache)
+            logp = torch.log_softmax(model.lm_head(step_hidden).float(), dim=-1)  # (b, L-1, V)
+            picked = logp.gather(-1, tiled[chunk, 1:, None])[..., 0] * tiled_mask[chunk, 1:]
+            flat = out[start : start + batch].view(batch * num_labels, width)
+            flat[chunk.cpu(), 1:] = picked.cpu()
+    return out
+
+
+def _shift_last_prefix_token(
+    prefix_ids: Sequence[int], query_ids: Sequence[Sequence[int]]
+) -> tuple[list[int], list[list[int]]]:
+    """Move the prefix's last token into every query.
+
+    The first label token is predicted from the query's last hidden state; an empty query (e.g.
+    the content-free input "" under the template "{text}") has none, so the prefix gives one up.
+    The scored sequence is unchanged.
+    """
+    return list(prefix_ids[:-1]), [[prefix_ids[-1], *q] for q in query_ids]
+
+
+def _full_label_logprobs(
+    model: TransformerModel,
+    prefix_ids: Sequence[int],
+    query_ids: Sequence[Sequence[int]],
+    label_ids: Sequence[Sequence[int]],
+    batch_size: int,
+) -> Tensor:
+    """Reference scoring: one full forward pass over ``prefix + query + label`` per pair."""
+    device, pad = _device(model), _pad_id(model)
+    num_labels, width = len(label_ids), max(len(label) for label in label_ids)
+    pairs = [(i, c) for i in range(len(query_ids)) for c in range(num_labels)]
+    out = torch.zeros(len(query_ids), num_labels, width)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        seqs = [[*prefix_ids, *query_ids[i], *label_ids[c]] for i, c in chunk]
+        ids, mask = _padded(seqs, pad)
+        hidden = model.encode(ids.to(device), mask.to(device))  # (b, T, H)
+        lm_head = model.lm_head
+        assert lm_head is not None
+        for row, (i, c) in enumerate(chunk):
+            first = len(prefix_ids) + len(query_ids[i]) - 1  # predicts label token 0
+            n = len(label_ids[c])
+            logp = torch.log_softmax(lm_head(hidden[row, first : first + n]).float(), dim=-1)
+            target = torch.tensor(label_ids[c], device=logp.device)
+            out[i, c, :n] = logp.gather(-1, target[:, None])[:, 0].cpu()
+    return out
+
+
+@torch.inference_mode()
+def masked_label_logprobs(
+    model: TransformerModel,
+    mask_token_id: int,
+    before_ids: Sequence[Sequence[int]],
+    after_ids: Sequence[int],
+    label_ids: Sequence[Sequence[int]],
+    batch_size: int = 16,
+) -> Tensor:
+    """PET-style cloze scoring with a masked LM: ``before + [MASK] * len(label) + after``.
+
+    A label of k tokens is scored with k masks in the slot, as the sum (or mean, first) of each
+    token's log-probability at its mask; all masks are predicted in one pass.
+
+    Args:
+        model: a masked LM (head ``masked_lm`` or ``pretraining``).
+        mask_token_id: the tokenizer's ``[MASK]`` id.
+        before_ids: N id lists: special start tokens, prefix, demonstrations and the input text.
+        after_ids: ids after the slot (template tail, special end tokens).
+        label_ids: C id lists.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        (N, C, L) log-probabilities, zero past each label's length.
+    """
+    if model.lm_head is None or model.config.causal:
+        raise UnsupportedError("cloze scoring needs a bidirectional model with a masked_lm head")
+    device, pad = _device(model), _pad_id(model)
+    num_labels, width = len(label_ids), max(len(label) for label in label_ids)
+    out = torch.zeros(len(before_ids), num_labels, width)
+    for k in sorted({len(label) for label in label_ids}):
+        same = [c for c in range(num_labels) if len(label_ids[c]) == k]
+        targets = torch.tensor([label_ids[c] for c in same], device=device)  # (C_k, k)
+        for start in range(0, len(before_ids), batch_size):
+            rows = before_ids[start : start + batch_size]
+            ids, mask = _padded([[*r, *[mask_token_id] * k, *after_ids] for r in rows], pad)
+            hidden = model.encode(ids.to(device), mask.to(device))  # (B, T, H)
+            slot = torch.tensor([len(r) for r in rows], device=device)[:, None] + torch.arange(
+                k, device=device
+            )
+            picked = hidden[torch.arange(len(rows), device=device)[:, None], slot]  # (B, k, H)
+            logp = torch.log_softmax(model.lm_head(picked).float(), dim=-1)  # (B, k, V)
+            # (B, C_k, k): token j of label c at mask j
+            scores = logp[:, torch.arange(k, device=device)[None, :], targets]
+            out[start : start + len(rows), same, :k] = scores.cpu()
+    return out
+
+
+def _special_frame(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """Special ids the tokenizer puts before and after a text (BOS; or [CLS] and [SEP])."""
+    bare, full = tokenizer.encode("a", add_special_tokens=False), tokenizer.encode("a")
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    return [], []
+
+
+class PromptScorer:
+    """Scores label words after prompts with one causal or masked LM.
+
+    Args:
+        model: a decoder-only causal LM or a masked LM.
+        tokenizer: its tokenizer.
+        scoring: how label-token log-probabilities become a class score.
+        chat: wrap the whole prompt in the tokenizer's chat template as one user message; the
+            label is the start of the assistant's answer (instruct models; causal LMs only).
+        batch_size: inputs per forward pass.
+        cached: reuse the prefix (and input) KV caches; False re-scores every pair in full.
+    """
+
+    def __init__(
+        self,
+        model: TransformerModel,
+        tokenizer: Tokenizer,
+        scoring: Scoring = "sum",
+        chat: bool = False,
+        batch_size: int = 16,
+        cached: bool = True,
+    ) -> None:
+        if scoring not in SCORINGS:
+            raise ConfigError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        head: str = model.config.head
+        if head == "causal_lm" and model.decoder is None:
+            self.kind = "causal"
+        elif head in ("masked_lm", "pretraining"):
+            self.kind = "masked"
+        else:
+            raise UnsupportedError(
+                f"prompted classification needs a causal LM or a masked LM, got a {head!r} model"
+            )
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.scoring: Scoring = scoring
+        self.batch_size, self.cached = batch_size, cached
+        self.chat_frame: tuple[str, str] | None = None
+        if chat:
+            if self.kind != "causal":
+                raise ConfigError("chat-template prompting needs a causal (instruct) LM")
+            rendered = tokenizer.apply_chat_template([{"role": "user", "content": _CHAT_PLACEHOLDER}])
+            head, _, tail = rendered.partition(_CHAT_PLACEHOLDER)
+            self.chat_frame = (head, tail)
+        self.special_start, self.special_end = _special_frame(tokenizer)
+        self._prefix_memo: tuple[tuple[int, ...], KVCache] | None = None
+
+    def segments(
+        self, template: PromptTemplate, texts: Sequence[str], demos: Sequence[tuple[str, str]] = ()
+    ) -> PromptSegments:
+        """The prompt's text pieces for these inputs and (text, label word) demonstrations."""
+        blocks = [template.instruction] if template.instruction else []
+        blocks += [template.demonstration(text, word) for text, word in demos]
+        prefix = template.separator.join(blocks)
+        lead = template.separator if blocks else ""
+        queries = [lead + template.query(text) for text in texts]
+        label_lead = template.label_lead
+        if self.chat_frame is not None:
+            head, tail = self.chat_frame
+            prefix, queries, label_lead = head + prefix, [q + tail for q in queries], ""
+        return PromptSegments(prefix, queries, label_lead)
+
+    def encode(self, segments: PromptSegments, label_words: Sequence[str], suffix: str = "") -> EncodedPrompt:
+        """Token ids of the pieces, each tokenized on its own (see the module docstring)."""
+
+        def enc(text: str) -> list[int]:
+            return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+        label_ids = [enc(segments.label_lead + word) for word in label_words]
+        for word, ids in zip(label_words, label_ids):
+            if not ids:
+                raise ConfigError(f"label word {word!r} encodes to no tokens")
+        return EncodedPrompt(
+            prefix_ids=self.special_start + enc(segments.prefix),
+            query_ids=[enc(q) for q in segments.queries],
+            label_ids=label_ids,
+            suffix_ids=enc(suffix) + self.special_end,
+        )
+
+    def label_logprobs(
+        self,
+        template: PromptTemplate,
+        texts: Sequence[str],
+        label_words: Sequence[str],
+        demos: Sequence[tuple[str, str]] = (),
+    ) -> tuple[Tensor, list[int]]:
+        """Per-token log-probabilities (N, C, L) of each label word for each input, and label lengths."""
+        if len(label_words) < 2:
+            raise ConfigError(f"need at least two label words, got {list(label_words)}")
+        segments = self.segments(template, texts, demos)
+        encoded = self.encode(segments, label_words, template.tail)
+        if self.kind == "causal" and encoded.prefix_ids and any(not q for q in encoded.query_ids):
+            encoded.prefix_ids, encoded.query_ids = _shift_last_prefix_token(
+                encoded.prefix_ids, encoded.query_ids
+            )
+        lengths = [len(ids) for ids in encoded.label_ids]
+        if self.kind == "masked":
+            mask_id = self.tokenizer.backend.token_to_id(self.tokenizer.special_tokens.get("mask_token", ""))
+            if mask_id is None:
+                raise ConfigError("this tokenizer has no mask token; cloze scoring needs one")
+            before = [encoded.prefix_ids + q for q in encoded.query_ids]
+            logprobs = masked_label_logprobs(
+                self.model, mask_id, before, encoded.suffix_ids, encoded.label_ids, self.batch_size
+            )
+            return logprobs, lengths
+        return (
+            causal_label_logprobs(
+                self.model,
+                encoded.prefix_ids,
+                encoded.query_ids,
+                encoded.label_ids,
+                self.batch_size,
+                self.cached,
+                self._prefix_cache(encoded.prefix_ids) if self.cached else None,
+            ),
+            lengths,
+        )
+
+    def _prefix_cache(self, prefix_ids: list[int]) -> KVCache:
+        """The KV cache of the last prefix seen, kept so that content-free inputs, the test set and
+        the calibration set scored under one prompt share a single prefix pass."""
+        key = tuple(prefix_ids)
+        if self._prefix_memo is None or self._prefix_memo[0] != key:
+            cache = KVCache()
+            if prefix_ids:
+                with torch.inference_mode():
+                    self.model.encode(torch.tensor([prefix_ids], device=_device(self.model)), cache=cache)
+            self._prefix_memo = (key, cache)
+        return self._prefix_memo[1]
+
+    def score(
+        self,
+        template: PromptTemplate,
+        texts: Sequence[str],
+        label_words: Sequence[str],
+        demos: Sequence[tuple[str, str]] = (),
+    ) -> np.ndarray:
+        """Class scores [N, C] (float64): reduced label log-probabilities; softmax gives probabilities."""
+        logprobs, lengths = self.label_logprobs(template, texts, label_words, demos)
+        return reduce_label_logprobs(logprobs, lengths, self.scoring).double().numpy()
+
+    def score_premise(self, template: PromptTemplate, label_words: Sequence[str]) -> np.ndarray:
+        """Label scores [C] given only the domain premise (PMI): the template's answer cue, no demonstrations."""
+        premise = template.premise()
+        if not premise and self.chat_frame is None and not self.special_start and self.kind == "causal":
+            raise ConfigError(
+                f"template {template.template!r} has no text after {{text}} to serve as the PMI domain premise"
+            )
+        bare = PromptTemplate("{text}" + template.label_lead + "{label}" + template.tail, separator="")
+        return self.score(bare, [premise], label_words)[0]

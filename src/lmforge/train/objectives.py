@@ -1,0 +1,291 @@
+"""Objectives: where examples come from (per step, deterministically) and how the loss is computed.
+
+An :class:`ExampleSource` turns one split of token data into numbered examples; the global batch
+of optimizer step ``s`` is a pure function of ``(seed, s)`` (an epoch permutation plus a per-step
+generator for masking), so resuming at step ``s`` or splitting the batch over processes sees
+exactly the same examples and masks. :class:`PretrainingLoss` wraps a
+:class:`~lmforge.models.TransformerModel` and returns the loss of one micro-batch, normalised by
+counts over the whole global batch so that micro-batches and processes simply add up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.errors import ConfigError
+from lmforge.models import TransformerModel
+from lmforge.train.collators import (
+    IGNORE_INDEX,
+    Corpus,
+    SpecialIds,
+    concat_documents,
+    mask_tokens,
+    pair_anchors,
+    sentence_pairs,
+    span_corrupt,
+    span_corruption_lengths,
+)
+from lmforge.train.config import ObjectiveConfig
+
+#: Stats every micro-batch reports (summed over micro-batches and processes).
+STAT_NAMES = ("lm_loss", "lm_count", "lm_correct", "sentence_loss", "sentence_count", "sentence_correct")
+_EVAL_STREAM = 1_000_003  # seeds validation masking apart from any training step
+
+
+class ExampleSource:
+    """Numbered examples of one split; subclasses define :meth:`collate`.
+
+    Args:
+        corpus: a :class:`lmforge.data.TokenDataset` split (or anything with its members).
+        objective: the objective settings.
+        specials: special-token ids.
+        seed: seeds the epoch order and masking.
+        word_table: (vocab,) bool, True for ids that begin a word; used for whole-word masking
+            when the corpus has no word boundaries of its own.
+    """
+
+    num_examples: int
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        objective: ObjectiveConfig,
+        specials: SpecialIds,
+        seed: int,
+        word_table: np.ndarray | None = None,
+    ) -> None:
+        self.corpus, self.objective, self.specials, self.seed = corpus, objective, specials, seed
+        self.word_table = word_table
+        self._order_cache: tuple[int, np.ndarray] | None = None
+
+    def collate(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Arrays of the examples ``indices`` (each (B, ...)); random choices from ``rng``."""
+        raise NotImplementedError
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+            self._order_cache = (epoch, order)
+        return self._order_cache[1]
+
+    def train_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
+        """The global batch of optimizer step ``step`` (0-based): a new permutation every epoch."""
+        positions = np.arange(step * batch_size, (step + 1) * batch_size)
+        epochs, within = np.divmod(positions, self.num_examples)
+        indices = np.array([self._epoch_order(int(e))[i] for e, i in zip(epochs, within)], dtype=np.int64)
+        return self.collate(indices, np.random.default_rng([self.seed, step, 1]))
+
+    def eval_batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:
+        """Validation batch ``index``: examples in order, masks fixed across evaluations."""
+        indices = np.arange(index * batch_size, (index + 1) * batch_size) % self.num_examples
+        return self.collate(indices, np.random.default_rng([self.seed, _EVAL_STREAM, index]))
+
+    def epoch_of(self, step: int, batch_size: int) -> float:
+        return step * batch_size / self.num_examples
+
+
+def _require(value: int | None, what: str) -> int:
+    if value is None:
+        raise ConfigError(f"the tokenizer of the data has no {what}; the objective needs one")
+    return value
+
+
+class CausalLMSource(ExampleSource):
+    """GPT-2 style: documents joined with EOS, cut into ``seq_len`` blocks (no padding)."""
+
+    def __init__(
+        self, corpus: Corpus, objective: ObjectiveConfig, specials: SpecialIds, seed: int, **kw: Any
+    ) -> None:
+        super().__init__(corpus, objective, specials, seed, **kw)
+        separator = specials.eos if specials.eos is not None else specials.sep
+        self.stream, _ = concat_documents(corpus, _require(separator, "EOS token"))
+        self.num_examples = len(self.stream) // objective.seq_len
+
+    def collate(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        length = self.objective.seq_len
+        ids = self.stream[indices[:, None] * length + np.arange(length)]  # (B, T)
+        return {"input_ids": ids, "labels": ids}
+
+
+class MaskedLMSource(ExampleSource):
+    """BERT / ALBERT sentence pairs (NSP / SOP) or RoBERTa packed blocks, with dynamic masking."""
+
+    def __init__(
+        self, corpus: Corpus, objective: ObjectiveConfig, specials: SpecialIds, seed: int, **kw: Any
+    ) -> None:
+        super().__init__(corpus, objective, specials, seed, **kw)
+        _require(specials.mask, "mask token")
+        self.pairs = objective.sentence_task != "none"
+        self.corpus_words = (
+            objective.whole_word_masking and corpus.num_documents > 0 and (corpus.word_starts(0) is not None)
+        )
+        if self.pairs:
+            _require(specials.pad, "pad token")
+            self.anchors = pair_anchors(corpus.source_ids)
+            self.num_examples = len(self.anchors)
+        else:
+            self.cls = _require(specials.cls if specials.cls is not None else specials.bos, "CLS/BOS token")
+            self.sep = _require(specials.sep if specials.sep is not None else specials.eos, "SEP/EOS token")
+            self.stream, self.words = concat_documents(corpus, self.sep, with_words=self.corpus_words)
+            self.num_examples = len(self.stream) // (objective.seq_len - 2)
+
+    def collate(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        objective = self.objective
+        batch: dict[str, np.ndarray] = {}
+        starts: np.ndarray | None = None
+        if self.pairs:
+            pairs = sentence_pairs(
+                self.corpus, self.anchors[indices], rng, self.specials, objective.seq_len,
+                objective.sentence_task, with_words=self.corpus_words,
+            )  # fmt: skip
+            ids, starts = pairs.input_ids, pairs.word_starts
+            batch.update(
+                token_type_ids=pairs.token_type_ids,
+                attention_mask=pairs.attention_mask,
+                sentence_labels=pairs.sentence_labels,
+            )
+        else:
+            length = objective.seq_len - 2
+            window = indices[:, None] * length + np.arange(length)  # (B, T - 2)
+            column = np.ones((len(indices), 1), dtype=np.int64)
+            ids = np.concatenate((column * self.cls, self.stream[window], column * self.sep), axis=1)
+            if self.words is not None:
+                flags = np.ones_like(column, dtype=bool)
+                starts = np.concatenate((flags, self.words[window], flags), axis=1)
+        if objective.whole_word_masking and starts is None and self.word_table is not None:
+            starts = self.word_table[ids]
+        inputs, labels = mask_tokens(
+            ids, rng, self.specials, objective.mask_probability, objective.mask_replace,
+            objective.random_replace, starts if objective.whole_word_masking else None,
+        )  # fmt: skip
+        batch.update(input_ids=inputs, labels=labels)
+        return batch
+
+
+class SpanCorruptionSource(ExampleSource):
+    """T5: EOS-joined documents cut into raw blocks, each corrupted to ``seq_len`` encoder tokens."""
+
+    def __init__(
+        self, corpus: Corpus, objective: ObjectiveConfig, specials: SpecialIds, seed: int, **kw: Any
+    ) -> None:
+        super().__init__(corpus, objective, specials, seed, **kw)
+        self.eos = _require(specials.eos, "EOS token")
+        self.start = specials.pad if specials.pad is not None else 0
+        self.raw_length, self.target_length = span_corruption_lengths(
+            objective.seq_len, objective.noise_density, objective.mean_span_length
+        )
+        self.stream, _ = concat_documents(corpus, self.eos)
+        self.num_examples = len(self.stream) // self.raw_length
+
+    def collate(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        blocks = self.stream[indices[:, None] * self.raw_length + np.arange(self.raw_length)]
+        inputs, targets = span_corrupt(
+            blocks, rng, self.specials.sentinels, self.eos, self.objective.noise_density,
+            self.objective.mean_span_length,
+        )  # fmt: skip
+        decoder_inputs = np.concatenate((np.full((len(targets), 1), self.start), targets[:, :-1]), axis=1)
+        return {"input_ids": inputs, "labels": targets, "decoder_input_ids": decoder_inputs}
+
+
+SOURCES: dict[str, type[ExampleSource]] = {
+    "causal_lm": CausalLMSource,
+    "masked_lm": MaskedLMSource,
+    "span_corruption": SpanCorruptionSource,
+}
+
+
+def num_sentinels_needed(objective: ObjectiveConfig) -> int:
+    """Most noise spans one span-corruption example can have."""
+    raw, target = span_corruption_lengths(
+        objective.seq_len, objective.noise_density, objective.mean_span_length
+    )
+    noise = int(round(raw * objective.noise_density))
+    return target - noise - 1
+
+
+def model_head(objective: ObjectiveConfig) -> str:
+    """The :class:`ModelConfig` head an objective trains."""
+    if objective.kind == "causal_lm":
+        return "causal_lm"
+    if objective.kind == "span_corruption":
+        return "seq2seq_lm"
+    return "pretraining" if objective.sentence_task != "none" else "masked_lm"
+
+
+def normalisers(batch: dict[str, np.ndarray], kind: str) -> tuple[float, float]:
+    """Global counts the losses are divided by: LM targets and sentence labels in the whole batch."""
+    labels = batch["labels"]
+    if kind == "causal_lm":  # every position but the last of a block predicts the next token
+        lm = labels.shape[0] * (labels.shape[1] - 1)
+    else:
+        lm = int((labels != IGNORE_INDEX).sum())
+    sentence = len(batch["sentence_labels"]) if "sentence_labels" in batch else 0
+    return float(max(lm, 1)), float(max(sentence, 1))
+
+
+class PretrainingLoss(nn.Module):
+    """A model plus its objective's loss; distributed wrappers and ``torch.compile`` wrap this.
+
+    ``forward(batch)`` returns ``(loss, stats)``: ``loss`` is this micro-batch's share of the
+    global-batch loss (summed LM cross-entropy / ``lm_norm`` + summed sentence cross-entropy /
+    ``sentence_norm``), ``stats`` a detached float64 vector of :data:`STAT_NAMES` sums.
+    Masked LM projects only the selected positions to the vocabulary.
+    """
+
+    def __init__(self, model: TransformerModel, kind: str) -> None:
+        super().__init__()
+        self.model = model
+        self.kind = kind
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        model = self.model
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        sentence_loss = sentence_correct = None
+        if self.kind == "causal_lm":
+            hidden = model.encode(input_ids, batch.get("attention_mask"))
+            logits = self._project(hidden[:, :-1])  # (B, T-1, V)
+            targets = labels[:, 1:]
+        elif self.kind == "span_corruption":
+            logits = model(
+                input_ids, batch.get("attention_mask"), decoder_input_ids=batch["decoder_input_ids"]
+            ).logits  # (B, T_dec, V)
+            targets = labels
+        else:
+            hidden = model.encode(input_ids, batch.get("attention_mask"), batch.get("token_type_ids"))
+            selected = labels != IGNORE_INDEX
+            logits = self._project(hidden[selected])  # (N, V)
+            targets = labels[selected]
+            if "sentence_labels" in batch:
+                pooled = hidden[:, 0]
+                if model.pooler is not None:
+                    pooled = model.pooler(pooled)
+                assert model.classifier is not None, "sentence tasks need the pretraining head"
+                sentence_logits = model.classifier(pooled).float()  # (B, 2)
+                sentence_loss = F.cross_entropy(sentence_logits, batch["sentence_labels"], reduction="sum")
+                sentence_correct = (sentence_logits.argmax(-1) == batch["sentence_labels"]).sum()
+        logits = logits.reshape(-1, logits.shape[-1]).float()
+        targets = targets.reshape(-1)
+        lm_loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = lm_loss / batch["lm_norm"]
+        if sentence_loss is not None:
+            loss = loss + sentence_loss / batch["sentence_norm"]
+        with torch.no_grad():
+            valid = targets != IGNORE_INDEX
+            zero = lm_loss.detach().new_zeros(())
+            # Accuracy costs an argmax over the vocabulary: only when evaluating.
+            lm_correct = ((logits.argmax(-1) == targets) & valid).sum() if not self.training else zero
+            values = [lm_loss.detach(), valid.sum(), lm_correct, zero, zero, zero]
+            if sentence_loss is not None and sentence_correct is not None:
+                count = batch["sentence_labels"].numel()
+                values[3:] = [sentence_loss.detach(), zero + count, sentence_correct]
+            stats = torch.stack([value.double() for value in values])
+        return loss, stats
+
+    def _project(self, hidden: Tensor) -> Tensor:
+        assert self.model.lm_head is not None, "pretraining needs an LM head"
+        return self.model.lm_head(hidden)
