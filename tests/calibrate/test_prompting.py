@@ -125,6 +125,8 @@ def test_cached_label_scores_equal_full_rescoring(preset: str) -> None:
     no_prefix = causal_label_logprobs(model, [], queries, labels, batch_size=2)
     no_prefix_full = causal_label_logprobs(model, [], queries, labels, cached=False)
     assert float((no_prefix - no_prefix_full).abs().max()) <= TOLERANCE
+    with pytest.raises(ConfigError, match="at most"):
+        causal_label_logprobs(model, ids(model.config.max_positions), [[1]], [[2]])
 
 
 def test_scorer_on_text_prompts_with_demonstrations_and_chat() -> None:

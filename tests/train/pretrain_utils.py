@@ -89,7 +89,14 @@ OBJECTIVES: dict[str, list[str]] = {
 }  # fmt: skip
 # One thread: tiny ops drown in OpenMP synchronisation on a shared 2-core machine (and one thread
 # makes in-process and subprocess runs use the same kernels).
-QUIET = ["progress=false", "tensorboard=false", "log_every=1", "data.batch_size=4", "optim.lr=3e-3", "threads=1"]
+QUIET = [
+    "progress=false",
+    "tensorboard=false",
+    "log_every=1",
+    "data.batch_size=4",
+    "optim.lr=3e-3",
+    "threads=1",
+]
 
 
 def train_losses(run_dir: Path) -> list[float]:

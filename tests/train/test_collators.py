@@ -101,7 +101,9 @@ def test_sentence_pairs_half_real_half_not(task: str) -> None:
         assert ids[0] == CLS and ids[-1] == SEP and len(ids) <= 64
         sep = int(np.flatnonzero(ids == SEP)[0])
         first, second = ids[1:sep], ids[sep + 1 : -1]
-        assert (pairs.token_type_ids[row][: sep + 1] == 0).all() and (pairs.token_type_ids[row][sep + 1 : len(ids)] == 1).all()
+        assert (pairs.token_type_ids[row][: sep + 1] == 0).all() and (
+            pairs.token_type_ids[row][sep + 1 : len(ids)] == 1
+        ).all()
         a_first, a_last, b_first = pairs.segment_docs[row]
         a_text = stream[corpus.offsets[a_first] : corpus.offsets[a_last + 1]]
         b_text = stream[corpus.offsets[b_first] :]
@@ -158,6 +160,8 @@ def test_span_corruption_reconstructs_the_input() -> None:
                 assert current is not None
                 spans[current].append(token)
         order = [t for t in inp.tolist() if t in sentinels]
-        assert order == list(sentinels[: len(order)]) == list(spans), "sentinels count down from the top, in order"
+        assert order == list(sentinels[: len(order)]) == list(spans), (
+            "sentinels count down from the top, in order"
+        )
         rebuilt = [piece for t in inp[:-1].tolist() for piece in (spans[t] if t in sentinels else [t])]
         assert rebuilt == block.tolist()

@@ -18,7 +18,7 @@ GOLDEN = {
     "llama_clm": [4.593564, 4.48306, 4.449716, 4.425292, 4.386562],
     "bert_nsp_wwm": [5.31095, 5.213095, 5.291135, 5.320002, 5.291182],
     "albert_sop": [5.290114, 5.28534, 5.30061, 5.234473, 5.271061],
-    "roberta_mlm": [4.618324, 4.520792, 4.614422, 4.513852, 4.611772],
+    "roberta_mlm": [4.603697, 4.677267, 4.598045, 4.525261, 4.555351],
     "t5_span": [4.580367, 4.549092, 4.540953, 4.533161, 4.538363],
 }
 
@@ -33,7 +33,9 @@ def test_five_seeded_steps(objective: str, tmp_path: Path) -> None:
 
 def test_causal_lm_learns_the_pattern(tmp_path: Path) -> None:
     """The synthetic text counts upwards, so next-token loss must fall far below log(vocab) = 4.56."""
-    config = load_config(None, [*OBJECTIVES["gpt2_clm"], *QUIET, "max_steps=30", "eval_every=30", "optim.lr=1e-2"])
+    config = load_config(
+        None, [*OBJECTIVES["gpt2_clm"], *QUIET, "max_steps=30", "eval_every=30", "optim.lr=1e-2"]
+    )
     report = pretrain(config, tmp_path, data=memory_data())
     assert report["final_val_loss"] < 3.5
     assert report["last_eval"]["val_accuracy"] > 0.25  # chance: 1 / 88

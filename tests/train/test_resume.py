@@ -72,12 +72,14 @@ def test_existing_checkpoints_need_resume(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
-    overrides = [*OBJECTIVES["gpt2_clm"], *QUIET, "max_steps=150", "checkpoint_every=10", "eval_every=50"]
+    overrides = [*OBJECTIVES["gpt2_clm"], *QUIET, "max_steps=300", "checkpoint_every=10", "eval_every=50"]
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    process = subprocess.Popen([sys.executable, str(HERE / "memory_pretrain.py"), str(run), *overrides], env=env)
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "memory_pretrain.py"), str(run), *overrides], env=env
+    )
     deadline = time.monotonic() + 60
-    while not (run / "checkpoints" / "step-00000020").exists():
+    while not list_checkpoints(run):
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -86,7 +88,9 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
     assert 2 <= len(list_checkpoints(run)) and not (run / "report.json").exists()
 
     resumed = subprocess.run(
-        [sys.executable, str(HERE / "memory_pretrain.py"), str(run), "--resume", *overrides], env=env, timeout=120
+        [sys.executable, str(HERE / "memory_pretrain.py"), str(run), "--resume", *overrides],
+        env=env,
+        timeout=120,
     )
     assert resumed.returncode == 0
     straight = tmp_path / "straight"

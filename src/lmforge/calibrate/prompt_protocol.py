@@ -332,11 +332,14 @@ def run_prompt_protocol(
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_text(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        atomic_write(out / "prompt_results.png", lambda path: plot_aggregate(results["aggregate"], path))
+        atomic_write(
+            out / "prompt_results.png",
+            lambda path: plot_aggregate(results["aggregate"], path, f"{config.data} · {config.model}"),
+        )
     return results
 
 
-def plot_aggregate(aggregate: list[dict[str, Any]], path: Path) -> None:
+def plot_aggregate(aggregate: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Grouped bars of mean ± std of each metric: shots on the x axis, one bar per calibration."""
     import matplotlib
 
@@ -358,7 +361,9 @@ def plot_aggregate(aggregate: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(range(len(shots)), [f"{s}-shot" for s in shots])
         ax.set_title(metric.replace("_", "-") + (" (lower is better)" if metric == "ece" else ""))
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="calibration")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=120)
     plt.close(fig)

@@ -167,6 +167,14 @@ def _cache_view(cache: KVCache, index: Tensor | None = None, batch: int = 1) -> 
     return out
 
 
+def _check_length(model: TransformerModel, length: int) -> None:
+    if length > model.config.max_positions:
+        raise ConfigError(
+            f"a prompt is {length} tokens but the model takes at most {model.config.max_positions}; "
+            "use fewer shots or truncate texts (--max-text-chars)"
+        )
+
+
 def _device(model: TransformerModel) -> torch.device:
     return next(model.parameters()).device
 
@@ -208,6 +216,7 @@ def causal_label_logprobs(
         raise ConfigError("every label word must encode to at least one token")
     if any(len(prefix_ids) + len(q) == 0 for q in query_ids):
         raise ConfigError("prefix + input is empty: there is no context to score the label after")
+    _check_length(model, len(prefix_ids) + max(map(len, query_ids)) + max(lengths))
     if any(len(q) == 0 for q in query_ids):
         prefix_ids, query_ids = _shift_last_prefix_token(prefix_ids, query_ids)
         prefix_cache = None
@@ -322,6 +331,7 @@ def masked_label_logprobs(
         raise UnsupportedError("cloze scoring needs a bidirectional model with a masked_lm head")
     device, pad = _device(model), _pad_id(model)
     num_labels, width = len(label_ids), max(len(label) for label in label_ids)
+    _check_length(model, max(map(len, before_ids)) + width + len(after_ids))
     out = torch.zeros(len(before_ids), num_labels, width)
     for k in sorted({len(label) for label in label_ids}):
         same = [c for c in range(num_labels) if len(label_ids[c]) == k]

@@ -12,7 +12,11 @@ import html
 import re
 import unicodedata
 
-__all__ = ["Deduplicator", "clean_text", "normalized_key", "validation_bucket"]
+from lmforge.errors import DataError
+
+__all__ = ["SPLIT_NAMES", "Deduplicator", "assign_split", "clean_text", "normalized_key", "validation_bucket"]
+
+SPLIT_NAMES = ("train", "validation", "test")
 
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|<!--.*?-->", re.DOTALL)
 _ENTITY = re.compile(r"&(?:[A-Za-z]{2,8}|#\d{1,7}|#[xX][0-9A-Fa-f]{1,6});")
@@ -88,3 +92,29 @@ def validation_bucket(text: str) -> float:
     """
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_split(text: str, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
+    """``"test"``, ``"validation"`` or ``"train"`` for a text, by :func:`validation_bucket`.
+
+    Test takes the lowest buckets ``[0, test_fraction)``, validation the next ones. Because
+    :func:`lmforge.data.prepare` sends ``bucket < validation_fraction`` to its validation split, a
+    pretraining run on the same corpus with ``validation_fraction >= test_fraction`` never trains on
+    a fine-tuning test text (callers hash the same :func:`clean_text` form).
+
+    Raises:
+        DataError: fractions outside ``[0, 1)`` or summing to 1 or more.
+    """
+    if not (0.0 <= validation_fraction < 1.0 and 0.0 <= test_fraction < 1.0) or (
+        validation_fraction + test_fraction >= 1.0
+    ):
+        raise DataError(
+            f"validation_fraction={validation_fraction}, test_fraction={test_fraction}: "
+            "each must be in [0, 1) and their sum below 1"
+        )
+    bucket = validation_bucket(text)
+    if bucket < test_fraction:
+        return "test"
+    if bucket < test_fraction + validation_fraction:
+        return "validation"
+    return "train"

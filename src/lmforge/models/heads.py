@@ -69,12 +69,17 @@ class LMHead(nn.Module):
         self.scale = config.hidden_size**-0.5 if config.family == "t5" and config.tie_embeddings else 1.0
         self.decoder = nn.Linear(dim, config.vocab_size, bias=masked)
 
-    def forward(self, hidden: Tensor) -> Tensor:
+    def features(self, hidden: Tensor) -> Tensor:
+        """What the vocabulary projection sees: (..., H) -> (..., E); training fuses the projection
+        with the loss (``lmforge.train.losses``)."""
         if self.transform:
             hidden = self.norm(self.act(self.dense(hidden)))
         if self.scale != 1.0:
             hidden = hidden * self.scale
-        return self.decoder(hidden)  # (B, T, V)
+        return hidden
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.decoder(self.features(hidden))  # (B, T, V)
 
 
 class Classifier(nn.Module):

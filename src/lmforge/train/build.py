@@ -107,6 +107,8 @@ def model_config(config: TrainConfig, specials: SpecialIds, model_vocab: int) ->
         fields["decoder_start_token_id"] = specials.pad if specials.pad is not None else 0
     if fields["head"] == "pretraining":
         fields["pooler"] = True  # NSP / SOP classify the pooled first token
+    if preset_config(section.preset).positions_from_padding and specials.pad is not None:
+        fields["position_offset"] = specials.pad + 1  # RoBERTa: positions start after padding_idx
     fields.update(section.overrides)
     try:
         result = preset_config(section.preset, **fields)

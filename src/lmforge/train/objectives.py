@@ -31,6 +31,7 @@ from lmforge.train.collators import (
     span_corruption_lengths,
 )
 from lmforge.train.config import ObjectiveConfig
+from lmforge.train.losses import linear_cross_entropy
 
 #: Stats every micro-batch reports (summed over micro-batches and processes).
 STAT_NAMES = ("lm_loss", "lm_count", "lm_correct", "sentence_loss", "sentence_count", "sentence_correct")
@@ -248,18 +249,22 @@ class PretrainingLoss(nn.Module):
         sentence_loss = sentence_correct = None
         if self.kind == "causal_lm":
             hidden = model.encode(input_ids, batch.get("attention_mask"))
-            logits = self._project(hidden[:, :-1])  # (B, T-1, V)
-            targets = labels[:, 1:]
+            lm_loss, lm_correct = self._lm_loss(hidden[:, :-1], labels[:, 1:])  # next-token targets
+            count = labels[:, 1:].numel()
         elif self.kind == "span_corruption":
+            # Targets are short (~15% of the input): full logits cost little here.
             logits = model(
                 input_ids, batch.get("attention_mask"), decoder_input_ids=batch["decoder_input_ids"]
             ).logits  # (B, T_dec, V)
-            targets = labels
+            logits, targets = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+            lm_loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+            lm_correct = ((logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)).sum()
+            count = int((targets != IGNORE_INDEX).sum())
         else:
             hidden = model.encode(input_ids, batch.get("attention_mask"), batch.get("token_type_ids"))
             selected = labels != IGNORE_INDEX
-            logits = self._project(hidden[selected])  # (N, V)
-            targets = labels[selected]
+            lm_loss, lm_correct = self._lm_loss(hidden[selected], labels[selected])  # masked positions only
+            count = int(selected.sum())
             if "sentence_labels" in batch:
                 pooled = hidden[:, 0]
                 if model.pooler is not None:
@@ -268,24 +273,31 @@ class PretrainingLoss(nn.Module):
                 sentence_logits = model.classifier(pooled).float()  # (B, 2)
                 sentence_loss = F.cross_entropy(sentence_logits, batch["sentence_labels"], reduction="sum")
                 sentence_correct = (sentence_logits.argmax(-1) == batch["sentence_labels"]).sum()
-        logits = logits.reshape(-1, logits.shape[-1]).float()
-        targets = targets.reshape(-1)
-        lm_loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
         loss = lm_loss / batch["lm_norm"]
         if sentence_loss is not None:
             loss = loss + sentence_loss / batch["sentence_norm"]
         with torch.no_grad():
-            valid = targets != IGNORE_INDEX
             zero = lm_loss.detach().new_zeros(())
-            # Accuracy costs an argmax over the vocabulary: only when evaluating.
-            lm_correct = ((logits.argmax(-1) == targets) & valid).sum() if not self.training else zero
-            values = [lm_loss.detach(), valid.sum(), lm_correct, zero, zero, zero]
+            values = [lm_loss.detach(), zero + count, lm_correct, zero, zero, zero]
             if sentence_loss is not None and sentence_correct is not None:
-                count = batch["sentence_labels"].numel()
-                values[3:] = [sentence_loss.detach(), zero + count, sentence_correct]
+                values[3:] = [
+                    sentence_loss.detach(),
+                    zero + batch["sentence_labels"].numel(),
+                    sentence_correct,
+                ]
             stats = torch.stack([value.double() for value in values])
         return loss, stats
 
-    def _project(self, hidden: Tensor) -> Tensor:
-        assert self.model.lm_head is not None, "pretraining needs an LM head"
-        return self.model.lm_head(hidden)
+    def _lm_loss(self, hidden: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Summed cross-entropy of the LM head on ``hidden`` (..., H) against ``targets`` (...)."""
+        head = self.model.lm_head
+        assert head is not None, "pretraining needs an LM head"
+        features = head.features(hidden)
+        features = features.reshape(-1, features.shape[-1])
+        return linear_cross_entropy(
+            features,
+            head.decoder.weight,
+            head.decoder.bias,
+            targets.reshape(-1),
+            with_accuracy=not self.training,
+        )

