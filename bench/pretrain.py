@@ -1,11 +1,11 @@
 """Pretraining throughput: lmforge's training step vs transformers with a plain AdamW loop.
 
-Not a test. Each configuration runs in its own process (peak RSS is per process), and rounds
-interleave the implementations so that load from other processes on a shared machine hits
-both alike; the best round counts. Same model shape, same batches, same optimizer settings.
+Not a test. Speed: all configurations live in one process and take one step each in turn, so a
+burst of load from other processes on a shared machine hits them alike; medians are reported.
+Peak RSS: one short process per configuration. Same shapes, batches and optimizer settings.
 
     .venv/bin/python bench/pretrain.py --model gpt2            # 6L / 384d / T=256 / B=8, fp32 + bf16
-    .venv/bin/python bench/pretrain.py --model bert --rounds 3
+    .venv/bin/python bench/pretrain.py --model bert --steps 6
     .venv/bin/python bench/pretrain.py --model gpt2 --profile lmforge:fp32   # op table, one config
 
 lmforge runs ``Trainer.train_step`` (collation included: documents are packed / masked every
@@ -66,7 +66,14 @@ def _overrides(args: argparse.Namespace, precision: str) -> list[str]:
 def _trainer(args: argparse.Namespace, precision: str, out: str) -> Any:
     from lmforge.train import DataBundle, Trainer, load_config
 
-    specials = {"pad_token": 0, "unk_token": 1, "cls_token": 2, "sep_token": 3, "mask_token": 4, "eos_token": 5}
+    specials = {
+        "pad_token": 0,
+        "unk_token": 1,
+        "cls_token": 2,
+        "sep_token": 3,
+        "mask_token": 4,
+        "eos_token": 5,
+    }
     corpus = RandomCorpus(args.vocab, 2_000_000, seed=0)
     data = DataBundle(corpus, corpus, vocab_size=args.vocab, special_tokens=specials)
     return Trainer(load_config(None, _overrides(args, precision)), data, out)
@@ -104,66 +111,102 @@ def _hf_batch(batch: dict[str, np.ndarray], model: str) -> dict[str, Any]:
     }
 
 
-def worker(args: argparse.Namespace) -> dict[str, Any]:
-    """One implementation at one precision: warmup steps, then timed steps."""
+def _steppers(args: argparse.Namespace, out: str, configs: list[str]) -> tuple[dict[str, Any], list, int]:
+    """One step function per ``impl:precision``, all fed the same batches (lmforge collates them)."""
     import contextlib
 
     import torch
 
+    steppers: dict[str, Any] = {}
+    batches: list[dict[str, np.ndarray]] = []
+    for config in configs:
+        impl, precision = config.split(":")
+        trainer = _trainer(args, precision, f"{out}/{config.replace(':', '-')}")
+        if not batches:
+            batches = [
+                trainer.train_source.train_batch(s, args.batch) for s in range(args.warmup + args.steps)
+            ]
+        if impl == "lmforge":
+            steppers[config] = trainer.train_step
+            continue
+        torch.manual_seed(0)
+        model = _hf_model(args).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        hf_batches = [_hf_batch(b, args.model) for b in batches]
+        bf16 = precision == "bf16"
+
+        def step(index: int, model: Any = model, optimizer: Any = optimizer, hf_batches: list = hf_batches,
+                 bf16: bool = bf16) -> None:  # fmt: skip
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with autocast:
+                loss = model(**hf_batches[index]).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        steppers[config] = step
+    params = sum(p.numel() for p in _hf_model(args).parameters())
+    return steppers, batches, params
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Time the configurations in one process, one step of each in turn (load hits all alike)."""
+    import torch
+
     from lmforge.train.build import batch_tokens
 
-    impl, precision = args.worker.split(":")
-    impl = impl.removesuffix("+thp")
+    configs = args.worker.split(",")
     baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with tempfile.TemporaryDirectory() as out:
-        trainer = _trainer(args, precision, out)  # lmforge's collation makes the batches for both
-        batches = [trainer.train_source.train_batch(s, args.batch) for s in range(args.warmup + args.steps)]
-        tokens = sum(batch_tokens(b) for b in batches[args.warmup :])
-        if impl == "lmforge":
-            step = trainer.train_step
-            num_parameters = trainer.model.num_parameters()
-        else:
-            del trainer
-            torch.manual_seed(0)
-            model = _hf_model(args).train()
-            num_parameters = sum(p.numel() for p in model.parameters())
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-            hf_batches = [_hf_batch(b, args.model) for b in batches]
-
-            def step(index: int) -> None:
-                autocast = (
-                    torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-                )
-                with autocast:
-                    loss = model(**hf_batches[index]).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
+        steppers, batches, params = _steppers(args, out, configs)
         for index in range(args.warmup):
-            step(index)
-        profiler = torch.profiler.profile() if args.profile else contextlib.nullcontext()
-        with profiler:
-            start = time.perf_counter()
-            for index in range(args.warmup, args.warmup + args.steps):
+            for step in steppers.values():
                 step(index)
-            seconds = time.perf_counter() - start
-        if args.profile:
+        times: dict[str, list[float]] = {c: [] for c in configs}
+        profiler: Any = torch.profiler.profile() if args.profile else None
+        if profiler is not None:
+            profiler.start()
+        for index in range(args.warmup, args.warmup + args.steps):
+            order = configs if index % 2 == 0 else configs[::-1]
+            for config in order:
+                start = time.perf_counter()
+                steppers[config](index)
+                times[config].append(time.perf_counter() - start)
+        if profiler is not None:
+            profiler.stop()
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+    tokens = [batch_tokens(b) for b in batches[args.warmup :]]
     return {
-        "impl": impl,
-        "precision": precision,
-        "tokens_per_second": tokens / seconds,
-        "seconds_per_step": seconds / args.steps,
+        "configs": configs,
+        "seconds_per_step": times,
+        "tokens_per_step": tokens,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "baseline_rss_bytes": baseline_rss,
-        "num_parameters": num_parameters,
+        "num_parameters": params,
         "threads": torch.get_num_threads(),
     }
 
 
+def _run_worker(args: argparse.Namespace, configs: list[str], steps: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", ",".join(configs), *_forwarded(args, steps)]
+    env = dict(os.environ)
+    if not args.no_thp:  # what `lmforge pretrain` sets for itself (2 MB pages for big tensors)
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    load_before = os.getloadavg()[0]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{configs} failed:\n{result.stderr[-4000:]}")
+    if args.profile:
+        print(result.stderr)
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    run["load_average"] = [load_before, os.getloadavg()[0]]
+    return run
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["gpt2", "bert"], default="gpt2")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=384)
@@ -171,80 +214,61 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=50257, help="GPT-2's BPE vocabulary by default")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps of each configuration")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--hf-thp", action="store_true", help="also run transformers with 2 MB pages")
-    parser.add_argument("--no-thp", action="store_true", help="run lmforge without 2 MB pages")
+    parser.add_argument("--memory-steps", type=int, default=2, help="steps of the per-process peak-RSS runs")
+    parser.add_argument("--no-thp", action="store_true", help="leave THP_MEM_ALLOC_ENABLE unset")
     parser.add_argument("--profile", default=None, help="impl:precision to profile (prints an op table)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    impls = ("transformers", "transformers+thp", "lmforge") if args.hf_thp else ("transformers", "lmforge")
-    configs = [f"{impl}:{p}" for p in args.precisions.split(",") for impl in impls]
+    configs = ["transformers:fp32", "lmforge:fp32", "transformers:bf16", "lmforge:bf16"]
     if args.profile:
-        configs, args.rounds = [args.profile], 1
-    runs: list[dict[str, Any]] = []
-    for round_index in range(args.rounds):
-        order = configs if round_index % 2 == 0 else configs[::-1]
-        for config in order:
-            command = [sys.executable, __file__, "--worker", config, *_forwarded(args)]
-            env = dict(os.environ)
-            # `lmforge pretrain` turns on 2 MB pages for big CPU tensors; give transformers the
-            # same in the "+thp" rows to separate that from the rest of the engine.
-            if config.startswith(("lmforge", "transformers+thp")) and not args.no_thp:
-                env["THP_MEM_ALLOC_ENABLE"] = "1"
-            load_before = os.getloadavg()[0]
-            result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-            if result.returncode != 0:
-                raise SystemExit(f"{config} failed:\n{result.stderr[-4000:]}")
-            if args.profile:
-                print(result.stderr)
-            run = {**json.loads(result.stdout.strip().splitlines()[-1]), "round": round_index, "config": config}
-            run["load_average"] = [load_before, os.getloadavg()[0]]
-            runs.append(run)
-            print(
-                f"round {round_index} {config:20s} {run['tokens_per_second']:8.0f} tok/s "
-                f"{run['seconds_per_step']:6.3f} s/step  peak RSS {run['peak_rss_bytes'] / 2**20:6.0f} MiB  "
-                f"load {run['load_average'][0]:.1f}",
-                flush=True,
-            )
-    best = {c: max((r for r in runs if r["config"] == c), key=_speed) for c in configs}
-    summary: dict[str, Any] = {f"{c} tokens_per_second": best[c]["tokens_per_second"] for c in configs}
-    summary.update({f"{c} peak_rss_mib": best[c]["peak_rss_bytes"] / 2**20 for c in configs})
-    reference = best.get("transformers:fp32")
-    if reference:
-        for config in configs:
-            summary[f"{config} speedup_vs_transformers_fp32"] = _speed(best[config]) / _speed(reference)
+        _run_worker(args, [args.profile], args.steps)
+        return
+    speed = _run_worker(args, configs, args.steps)
+    summary: dict[str, Any] = {}
+    reference = np.array(speed["seconds_per_step"]["transformers:fp32"])
+    tokens = float(np.mean(speed["tokens_per_step"]))
+    for config in configs:
+        seconds = np.array(speed["seconds_per_step"][config])
+        summary[f"{config} tokens_per_second"] = tokens / float(np.median(seconds))
+        # Ratio of neighbouring steps (run back to back), so a burst of load cancels out.
+        summary[f"{config} speedup_vs_transformers_fp32"] = float(np.median(reference / seconds))
+        print(f"{config:20s} {summary[f'{config} tokens_per_second']:8.0f} tok/s  "
+              f"x{summary[f'{config} speedup_vs_transformers_fp32']:.2f} vs transformers fp32", flush=True)  # fmt: skip
+    memory = {}
+    for config in configs:
+        run = _run_worker(args, [config], args.memory_steps)
+        memory[config] = run
+        summary[f"{config} peak_rss_mib"] = run["peak_rss_bytes"] / 2**20
+        print(f"{config:20s} peak RSS {summary[f'{config} peak_rss_mib']:.0f} MiB", flush=True)
     report = {
         "benchmark": "pretrain",
         "model": args.model,
         "shape": {k: getattr(args, k) for k in ("layers", "hidden", "heads", "seq", "batch", "vocab")},
         "steps": args.steps,
         "warmup": args.warmup,
+        "thp_mem_alloc": not args.no_thp,
         "summary": summary,
-        "runs": runs,
+        "speed_run": speed,
+        "memory_runs": memory,
         "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), **_versions()},
-        "note": "best of rounds; other processes share the CPU (see load_average per run)",
+        "note": "speed: all four configurations in one process, one step each in turn, medians; "
+        "peak RSS: one process per configuration. Other processes share the CPU (load_average).",
     }
-    if not args.profile:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"pretrain-{args.model}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(json.dumps(summary, indent=2))
-        print(f"wrote {path}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"pretrain-{args.model}{'-nothp' if args.no_thp else ''}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {path}")
 
 
-def _speed(run: dict[str, Any]) -> float:
-    return float(run["tokens_per_second"])
-
-
-def _forwarded(args: argparse.Namespace) -> list[str]:
-    names = ("model", "layers", "hidden", "heads", "seq", "batch", "vocab", "steps", "warmup")
-    out = [f"--{name}={getattr(args, name)}" for name in names]
+def _forwarded(args: argparse.Namespace, steps: int) -> list[str]:
+    names = ("model", "layers", "hidden", "heads", "seq", "batch", "vocab", "warmup")
+    out = [f"--{name}={getattr(args, name)}" for name in names] + [f"--steps={steps}"]
     return [*out, "--profile=1"] if args.profile else out
 
 
@@ -252,7 +276,11 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
 
 
 if __name__ == "__main__":

@@ -606,6 +606,165 @@ def compare_cmd(
 app.command("compare")(compare_cmd)
 
 
+def _task_evaluator() -> Any:
+    """Validation metrics from lmforge.evaluate, in the shape the fine-tuning loop expects."""
+    from lmforge.evaluate import evaluate_predictions
+
+    def evaluator(task: str, outputs: Any, references: Any, label_names: Any) -> dict[str, Any]:
+        if task == "classification":
+            return evaluate_predictions(task, None, references, label_names, logits=outputs)
+        return evaluate_predictions(task, outputs, references, label_names)
+
+    return evaluator
+
+
+def _task_data_config(
+    text_column: str, label_column: str, text_pair_column: str | None, on_error: str, limit: int | None
+) -> Any:
+    from lmforge.data import TaskDataConfig
+
+    if on_error not in ("raise", "skip"):
+        raise typer.BadParameter("--on-error must be raise or skip")
+    return TaskDataConfig(
+        text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
+        on_error=on_error, limit=limit,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@app.command("finetune")
+def finetune_cmd(
+    task: Annotated[str, typer.Option("--task", help="classification | token-classification.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
+    ],
+    data: Annotated[
+        str, typer.Option("--data", help="Training CSV/TSV/JSONL (CoNLL for NER) or named dataset.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run directory; lmforge.load(RUN) reads the model.")],
+    validation: Annotated[
+        str | None, typer.Option("--validation", help="Validation file (named datasets: their split).")
+    ] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
+    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")] = None,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-5,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio")] = 0.06,
+    schedule: Annotated[str, typer.Option("--schedule", help="linear | cosine | constant.")] = "linear",
+    freeze: Annotated[str, typer.Option("--freeze", help="none | embeddings | body.")] = "none",
+    freeze_layers: Annotated[int, typer.Option("--freeze-layers", help="Freeze the first K layers.")] = 0,
+    layer_decay: Annotated[float, typer.Option("--layer-decay", help="Layer-wise LR decay (1 = off).")] = 1.0,
+    class_weights: Annotated[str, typer.Option("--class-weights", help="none | balanced.")] = "none",
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    lora_rank: Annotated[
+        int, typer.Option("--lora-rank", help="> 0: train LoRA adapters (merged on save).")
+    ] = 0,
+    lora_alpha: Annotated[float, typer.Option("--lora-alpha")] = 16.0,
+    lora_targets: Annotated[str, typer.Option("--lora-targets")] = "q_proj,v_proj",
+    dropout: Annotated[float | None, typer.Option("--dropout")] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Early-stopping metric (macro_f1 / entity_f1 default).")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option("--patience", help="Early stop after N worse evals.")
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", help="Steps between evals (1 epoch).")
+    ] = None,
+    cv: Annotated[
+        int | None, typer.Option("--cv", help="Stratified K-fold cross-validation instead.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
+) -> None:
+    """Fine-tune a pretrained model on a classification or NER task (or cross-validate with --cv)."""
+    from lmforge.train import OptimConfig
+    from lmforge.train.finetune import FinetuneConfig
+    from lmforge.train.finetune_run import run_cross_validation, run_finetune
+
+    if task not in ("classification", "token-classification"):
+        raise LmforgeError(f"--task {task}: fine-tuning supports classification and token-classification")
+    optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, min_lr_ratio=0.0)  # type: ignore[arg-type]
+    config = FinetuneConfig(
+        task=task, max_length=max_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,  # type: ignore[arg-type]
+        optim=optim, warmup_ratio=warmup_ratio, freeze=freeze, freeze_layers=freeze_layers,  # type: ignore[arg-type]
+        layer_decay=layer_decay, class_weights=class_weights, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+        lora_rank=lora_rank, lora_alpha=lora_alpha,
+        lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+        eval_every=eval_every, metric=metric or ("macro_f1" if task == "classification" else "entity_f1"),
+        patience=patience, dropout=dropout, seed=seed, threads=threads,
+    )  # fmt: skip
+    data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
+    if cv is not None:
+        summary = run_cross_validation(model, data, out, config, cv, data_config, _task_evaluator())
+        table = Table("metric", "mean", "std")
+        for key, mean in summary["mean"].items():
+            table.add_row(key, f"{mean:.4f}", f"{summary['std'][key]:.4f}")
+        console.print(table)
+        console.print(f"{cv}-fold cross-validation -> [bold]{out / 'cv.json'}[/bold]")
+        return
+    report = run_finetune(model, data, out, config, validation, data_config, _task_evaluator())
+    best = report.get("best") or {}
+    shown = "  ".join(
+        f"{k} {best[k]:.4f}" for k in ("accuracy", "macro_f1", "entity_f1", "loss") if k in best
+    )
+    console.print(
+        f"{report['steps']} steps, {report['examples_per_second'] or 0:.1f} examples/s"
+        + (f", best (step {best['step']}): {shown}" if best else "")
+        + f" -> [bold]{out}[/bold]"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[
+        str, typer.Option("--model", help="A fine-tuned run directory (lmforge finetune --out).")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Test file or named dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder: metrics.json, logits.npz, PNGs, summary.html.")],
+    split: Annotated[str, typer.Option("--split", help="Split of a named dataset.")] = "test",
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+) -> None:
+    """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots."""
+    from lmforge.evaluate import evaluate_predictions
+    from lmforge.train.finetune_run import predict_dataset
+
+    data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
+    result = predict_dataset(model, data, split, data_config, batch_size=batch_size)
+    task, names = result["task"], result["label_names"]
+    log = Path(model) / "metrics.jsonl"
+    log_arg = log if log.is_file() else None
+    if task == "classification":
+        metrics = evaluate_predictions(
+            task,
+            None,
+            result["references"],
+            names,
+            logits=result["outputs"],
+            out_dir=out,
+            metrics_log=log_arg,
+        )
+    else:
+        metrics = evaluate_predictions(
+            task, result["outputs"], result["references"], names, out_dir=out, metrics_log=log_arg
+        )
+    shown = "  ".join(
+        f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "entity_f1") if metrics.get(k) is not None
+    )
+    console.print(f"{result['source']}: {len(result['references'])} examples  {shown} -> [bold]{out}[/bold]")
+
+
 def main() -> None:
     """Entry point: run the app, printing lmforge errors as one line without a traceback."""
     try:

@@ -144,6 +144,11 @@ def test_neural_classifiers_learn_the_toy_problem(model_class: type) -> None:
     assert (logits.argmax(-1) == torch.tensor(test_labels)).float().mean() >= 0.95
     # An empty text (all padding) still gets finite logits.
     assert torch.isfinite(predict_logits(model, [[]])[0]).all()
+    # Padding never changes a prediction: batched logits equal one-at-a-time logits.
+    ids = [vocab.encode(tokenize(t, "word")) for t in test[:8]] + [[2], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+    batched = torch.stack(predict_logits(model, ids))
+    alone = torch.stack([predict_logits(model, [x])[0] for x in ids])
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_bilstm_tagger_learns_token_tags_and_ignores_padding() -> None:

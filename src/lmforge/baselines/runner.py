@@ -61,7 +61,7 @@ class BaselineConfig:
             (:class:`~lmforge.baselines.linear.TfidfSettings`); ``c`` is also the LR strength of
             ``word2vec-lr`` / ``glove-lr``.
         order, discount, min_count: n-gram order, Kneser-Ney discount (``None``: modified KN),
-            rarest kept token (n-gram, embeddings and neural vocabularies).
+            rarest kept token (n-gram, embedding and neural vocabularies; TF-IDF ``min_df``).
         embed_dim, window: embedding size, word2vec / GloVe context window.
         epochs, batch_size, lr, max_length, max_vocab: training of word2vec / GloVe / neural kinds
             (``epochs`` and ``lr`` default per kind).
@@ -178,65 +178,85 @@ def run_baseline(config: BaselineConfig, progress: Progress | None = None) -> di
 
 
 # ---------------------------------------------------------------------------------------- classifiers
+Scorer = Callable[[list[str]], np.ndarray]  # texts -> [N, C] scores
+
+
 def _fit_classifier(
     config: BaselineConfig, train_texts: list[str], train_labels: list[int], num_classes: int, say: Progress
-) -> tuple[Callable[[list[str]], np.ndarray], dict[str, Any]]:
-    """Fit the configured classifier; returns ``texts -> [N, C] scores`` and facts for the report."""
-    kind = config.kind
-    if kind.startswith("tfidf-"):
-        from lmforge.baselines.linear import TfidfClassifier, TfidfSettings
-
-        settings = TfidfSettings(
-            classifier=kind.removeprefix("tfidf-"),  # type: ignore[arg-type]
-            analyzer=config.analyzer,  # type: ignore[arg-type]
-            word_ngrams=config.word_ngrams,
-            char_ngrams=config.char_ngrams,
-            word_tokens="jieba" if config.tokens == "jieba" else "word",
-            min_df=config.min_count,
-            max_features=config.max_features,
-            c=config.c,
-            alpha=config.alpha,
-            seed=config.seed,
-        )
-        model = TfidfClassifier(settings).fit(train_texts, train_labels)
-        return model.scores, {"analyzer": model.resolved_analyzer, "num_features": model.num_features()}
+) -> tuple[Scorer, dict[str, Any]]:
+    """Fit the configured classifier; returns its scorer and facts for the report."""
+    if config.kind.startswith("tfidf-"):
+        return _fit_tfidf(config, train_texts, train_labels)
     mode = resolve_mode(config.tokens, train_texts)
     train_tokens = [tokenize(t, mode) for t in train_texts]
-    epochs = config.epochs or _DEFAULT_EPOCHS[kind]
-    if kind in ("word2vec-lr", "glove-lr"):
-        from lmforge.baselines.embeddings import (
-            AveragedEmbeddingClassifier,
-            cooccurrence,
-            train_glove,
-            train_word2vec,
-        )
+    epochs = config.epochs or _DEFAULT_EPOCHS[config.kind]
+    if config.kind in ("word2vec-lr", "glove-lr"):
+        score, facts = _fit_embeddings(config, train_tokens, train_labels, mode, epochs, say)
+    else:
+        score, facts = _fit_neural(config, train_tokens, train_labels, num_classes, mode, epochs, say)
+    return score, {"tokens": mode, "epochs": epochs, **facts}
 
-        facts: dict[str, Any] = {"tokens": mode, "epochs": epochs}
-        if kind == "word2vec-lr":
-            vectors = train_word2vec(
-                train_tokens, config.embed_dim, config.window, config.min_count, epochs, seed=config.seed
-            )
-        else:
-            vocab = Vocabulary(train_tokens, config.min_count, config.max_vocab)
-            cooc = cooccurrence([vocab.encode(t) for t in train_tokens], len(vocab), config.window)
-            matrix, losses = train_glove(
-                cooc, config.embed_dim, epochs, lr=config.lr or 0.05, seed=config.seed
-            )
-            vectors = {token: matrix[i] for i, token in enumerate(vocab.itos) if i >= 2}
-            facts.update(
-                glove_loss_first=losses[0], glove_loss_last=losses[-1], cooccurrences=len(cooc.values)
-            )
-            say(f"GloVe loss per entry {losses[0]:.4f} -> {losses[-1]:.4f} over {epochs} epochs")
-        facts["vocab_size"] = len(vectors)
-        clf = AveragedEmbeddingClassifier(vectors, c=config.c, seed=config.seed).fit(
-            train_tokens, train_labels
+
+def _fit_tfidf(config: BaselineConfig, texts: list[str], labels: list[int]) -> tuple[Scorer, dict[str, Any]]:
+    from lmforge.baselines.linear import TfidfClassifier, TfidfSettings
+
+    settings = TfidfSettings(
+        classifier=config.kind.removeprefix("tfidf-"),  # type: ignore[arg-type]
+        analyzer=config.analyzer,  # type: ignore[arg-type]
+        word_ngrams=config.word_ngrams,
+        char_ngrams=config.char_ngrams,
+        word_tokens="jieba" if config.tokens == "jieba" else "word",
+        min_df=config.min_count,
+        max_features=config.max_features,
+        c=config.c,
+        alpha=config.alpha,
+        seed=config.seed,
+    )
+    model = TfidfClassifier(settings).fit(texts, labels)
+    return model.scores, {"analyzer": model.resolved_analyzer, "num_features": model.num_features()}
+
+
+def _fit_embeddings(
+    config: BaselineConfig, tokens: list[list[str]], labels: list[int], mode: str, epochs: int, say: Progress
+) -> tuple[Scorer, dict[str, Any]]:
+    from lmforge.baselines.embeddings import (
+        AveragedEmbeddingClassifier,
+        cooccurrence,
+        train_glove,
+        train_word2vec,
+    )
+
+    facts: dict[str, Any] = {}
+    if config.kind == "word2vec-lr":
+        vectors = train_word2vec(
+            tokens, config.embed_dim, config.window, config.min_count, epochs, seed=config.seed
         )
-        return lambda texts: clf.scores([tokenize(t, mode) for t in texts]), facts
+    else:
+        vocab = Vocabulary(tokens, config.min_count, config.max_vocab)
+        cooc = cooccurrence([vocab.encode(t) for t in tokens], len(vocab), config.window)
+        matrix, losses = train_glove(cooc, config.embed_dim, epochs, lr=config.lr or 0.05, seed=config.seed)
+        vectors = {token: matrix[i] for i, token in enumerate(vocab.itos) if i >= 2}
+        facts.update(glove_loss_first=losses[0], glove_loss_last=losses[-1], cooccurrences=len(cooc.values))
+        say(f"GloVe loss per entry {losses[0]:.4f} -> {losses[-1]:.4f} over {epochs} epochs")
+    clf = AveragedEmbeddingClassifier(vectors, c=config.c, seed=config.seed).fit(tokens, labels)
+    return lambda texts: clf.scores([tokenize(t, mode) for t in texts]), {"vocab_size": len(vectors), **facts}
+
+
+def _fit_neural(
+    config: BaselineConfig,
+    tokens: list[list[str]],
+    labels: list[int],
+    num_classes: int,
+    mode: str,
+    epochs: int,
+    say: Progress,
+) -> tuple[Scorer, dict[str, Any]]:
     import torch
 
     from lmforge.baselines.neural import BiLSTMClassifier, TextCNN, TrainSettings, fit_model, predict_logits
 
-    vocab = Vocabulary(train_tokens, config.min_count, config.max_vocab)
+    kind = config.kind
+    vocab = Vocabulary(tokens, config.min_count, config.max_vocab)
     torch.manual_seed(config.seed)
     network: torch.nn.Module
     if kind == "textcnn":
@@ -246,7 +266,7 @@ def _fit_classifier(
     train = TrainSettings(
         epochs, config.batch_size, config.lr or 1e-3, max_length=config.max_length, seed=config.seed
     )
-    losses = fit_model(network, [vocab.encode(t) for t in train_tokens], train_labels, train)
+    losses = fit_model(network, [vocab.encode(t) for t in tokens], labels, train)
     say(f"{kind}: training loss per epoch {', '.join(f'{x:.4f}' for x in losses)}")
 
     def scores(texts: list[str]) -> np.ndarray:
@@ -254,9 +274,7 @@ def _fit_classifier(
         return torch.stack(predict_logits(network, ids, max_length=config.max_length)).double().numpy()
 
     facts = {
-        "tokens": mode,
         "vocab_size": len(vocab),
-        "epochs": epochs,
         "train_losses": losses,
         "num_parameters": sum(p.numel() for p in network.parameters()),
     }

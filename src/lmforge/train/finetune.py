@@ -1,0 +1,458 @@
+"""Supervised fine-tuning of a pretrained model on a classification or token-classification task.
+
+The loop is the pretraining engine's pieces put to a task objective: batches from an
+:class:`~lmforge.train.objectives.ExampleSource` (:class:`~lmforge.train.task_sources.TaskSource`),
+AdamW / SGD with decay groups and the step-indexed schedule of :mod:`lmforge.train.optim`,
+``metrics.jsonl`` and the progress display of :mod:`lmforge.train.metrics`. Fine-tuning adds:
+freezing (embeddings, the first ``k`` layers, or the whole body), layer-wise learning-rate decay,
+LoRA, class weights, label smoothing, and early stopping on a validation metric with the best
+weights kept in ``RUN/best/`` and finally written to ``RUN`` (``lmforge.load(RUN)`` reads it).
+
+The train stage may not import :mod:`lmforge.evaluate` (data flows one way), so validation
+metrics come from an ``evaluator`` the caller passes (the CLI passes ``evaluate_predictions``);
+the default computes accuracy and macro-F1 (token accuracy for token classification).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmforge.errors import ConfigError
+from lmforge.fileio import atomic_write_text
+from lmforge.models import TransformerModel
+from lmforge.models.checkpoint import save
+from lmforge.tokenizers import Tokenizer
+from lmforge.train.config import OptimConfig
+from lmforge.train.lora import apply_lora, merge_lora
+from lmforge.train.metrics import MetricsLog, ProgressDisplay
+from lmforge.train.optim import learning_rate, set_learning_rate
+from lmforge.train.task_sources import (
+    TaskLoss,
+    TaskSource,
+    balanced_class_weights,
+    to_tensors,
+)
+
+__all__ = ["Evaluator", "FinetuneConfig", "default_evaluator", "finetune_model", "predict", "save_finetuned"]
+
+FinetuneTask = Literal["classification", "token-classification"]
+#: ``evaluator(task, outputs, references, label_names) -> metrics``; outputs are logits [N, C]
+#: (classification) or per-sentence predicted tag ids (token classification, word level).
+Evaluator = Callable[[str, Any, Sequence[Any], Sequence[str]], dict[str, Any]]
+_LOWER_IS_BETTER = ("loss", "log_loss", "val_loss")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning settings (the options of ``lmforge finetune``).
+
+    Attributes:
+        task: ``classification`` or ``token-classification``.
+        max_length: tokens per example, special tokens included (longer inputs are cut).
+        batch_size: examples per optimizer step.
+        epochs: passes over the training data (fractions allowed); ``max_steps`` overrides.
+        max_steps: optimizer steps; ``None``: from ``epochs``.
+        optim: optimizer and schedule (``lr`` is the peak learning rate of the top layer).
+        warmup_ratio: share of the steps spent warming up (when ``optim.warmup_steps`` is 0).
+        freeze: ``none``, ``embeddings`` or ``body`` (everything but the task head).
+        freeze_layers: also freeze the first ``k`` Transformer layers.
+        layer_decay: layer-wise LR decay: layer ``i`` of ``L`` trains at ``lr * decay**(L - i)``,
+            embeddings at ``lr * decay**(L + 1)``, the head at ``lr``; 1.0 disables.
+        class_weights: ``none`` or ``balanced`` (``n / (C * count_c)``) cross-entropy weights.
+        label_smoothing: cross-entropy label smoothing.
+        lora_rank: > 0 trains LoRA adapters of this rank (plus the head) instead of all weights.
+        lora_alpha: LoRA scale numerator.
+        lora_dropout: dropout on the adapter inputs.
+        lora_targets: module names to adapt.
+        eval_every: validate every this many steps; ``None``: once per epoch.
+        metric: validation metric for early stopping and the best checkpoint (``macro_f1``,
+            ``accuracy``, ``entity_f1``, ``loss`` ...; lower is better only for losses).
+        patience: stop after this many validations without improvement; ``None``: never.
+        dropout: override the model's dropout (``None``: keep the checkpoint's).
+        seed: seeds initialisation of the head, batch order and dropout.
+        threads: torch CPU threads (``None``: torch's default).
+        progress: show progress.
+    """
+
+    task: FinetuneTask = "classification"
+    max_length: int = 128
+    batch_size: int = 16
+    epochs: float = 3.0
+    max_steps: int | None = None
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=5e-5, schedule="linear", min_lr_ratio=0.0, weight_decay=0.01)
+    )
+    warmup_ratio: float = 0.06
+    freeze: Literal["none", "embeddings", "body"] = "none"
+    freeze_layers: int = 0
+    layer_decay: float = 1.0
+    class_weights: Literal["none", "balanced"] = "none"
+    label_smoothing: float = 0.0
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    eval_every: int | None = None
+    metric: str = "macro_f1"
+    patience: int | None = None
+    dropout: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass
+class TaskSplit:
+    """One split ready for the model: its source, references and (token tasks) word counts."""
+
+    source: TaskSource
+    references: list[Any]
+    num_words: list[int] | None = None
+
+
+# -- model preparation ---------------------------------------------------------------------------
+
+
+def _layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, ``i + 1`` for encoder layer ``i``, ``num_layers + 1`` for the rest (head)."""
+    if name.startswith("embeddings."):
+        return 0
+    if name.startswith("stack.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
+def freeze_parameters(model: TransformerModel, freeze: str, freeze_layers: int) -> None:
+    """Freeze embeddings, the body (all but the task head), and/or the first ``freeze_layers`` layers."""
+    if freeze not in ("none", "embeddings", "body"):
+        raise ConfigError(f"freeze={freeze!r}: use none, embeddings or body")
+    layers = len(model.stack.layers)
+    if freeze_layers > layers:
+        raise ConfigError(f"freeze_layers={freeze_layers} but the model has {layers} layers")
+    for name, param in model.named_parameters():
+        depth = _layer_depth(name, layers)
+        head = name.startswith(("classifier.", "pooler."))
+        if (
+            (freeze == "body" and not head)
+            or (freeze == "embeddings" and depth == 0)
+            or (1 <= depth <= freeze_layers)
+        ):
+            param.requires_grad_(False)
+
+
+def layerwise_groups(
+    model: nn.Module, config: OptimConfig, layer_decay: float, num_layers: int
+) -> list[dict]:
+    """Decay / no-decay groups per depth, each with an ``lr_scale`` of ``layer_decay**(top - depth)``.
+
+    Same decay rule as :func:`lmforge.train.optim.parameter_groups` (matrices decay; biases,
+    norms and embeddings do not); :func:`set_learning_rate` multiplies by ``lr_scale``.
+    """
+    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    top = num_layers + 1
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = param.ndim < 2 or (id(param) in embedding_params and not config.decay_embeddings)
+        groups.setdefault((_layer_depth(name, num_layers), no_decay), []).append(param)
+    return [
+        {
+            "params": params,
+            "weight_decay": 0.0 if no_decay else config.weight_decay,
+            "name": "no_decay" if no_decay else "decay",
+            "lr_scale": layer_decay ** (top - depth),
+        }
+        for (depth, no_decay), params in sorted(groups.items())
+    ]
+
+
+def build_finetune_optimizer(model: TransformerModel, config: FinetuneConfig) -> torch.optim.Optimizer:
+    groups = layerwise_groups(model, config.optim, config.layer_decay, len(model.stack.layers))
+    if not groups:
+        raise ConfigError(
+            "every parameter is frozen: nothing to fine-tune (check --freeze / --freeze-layers)"
+        )
+    if config.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum)
+    # Fused AdamW: one kernel per parameter, much faster on CPU with many per-layer groups.
+    return torch.optim.AdamW(
+        groups, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps, fused=True
+    )
+
+
+def prepare_model(model: TransformerModel, config: FinetuneConfig) -> None:
+    """Apply dropout override, freezing and LoRA to a freshly loaded model (in place)."""
+    if config.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = config.dropout
+        model.config.dropout = config.dropout
+    freeze_parameters(model, config.freeze, config.freeze_layers)
+    if config.lora_rank > 0:
+        trainable_head = {
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad and n.startswith(("classifier.", "pooler."))
+        }
+        apply_lora(model, config.lora_targets, config.lora_rank, config.lora_alpha, config.lora_dropout)
+        for name, param in model.named_parameters():
+            if name in trainable_head or name.startswith("classifier."):
+                param.requires_grad_(True)
+
+
+def save_finetuned(model: TransformerModel, path: Path, tokenizer: Tokenizer | None) -> None:
+    """Write an lmforge checkpoint atomically (temp dir, then rename); LoRA adapters merged into a copy."""
+    tmp = path.parent / f".tmp-{path.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    plain = model
+    if any(name.endswith("lora_a") for name, _ in model.named_parameters()):
+        plain = copy.deepcopy(model)
+        merge_lora(plain)
+    save(plain, tmp, tokenizer)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.replace(path)
+
+
+# -- prediction and metrics ----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: int = 64) -> tuple[Any, float]:
+    """Model outputs on a split and its mean loss.
+
+    Returns:
+        ``(outputs, loss)``: logits [N, C] float32 for classification; for token classification
+        a list of per-sentence word-level predicted tag ids (words cut off by ``max_length`` get
+        tag 0, ``O``).
+    """
+    device = next(model.parameters()).device
+    loss_module = TaskLoss(model, task)
+    was_training = model.training
+    model.eval()
+    outputs: list[Any] = []
+    total, count = 0.0, 0
+    try:
+        for indices in split.source.ordered_batches(batch_size):
+            batch = split.source.collate(indices, np.random.default_rng(0))
+            loss, logits = loss_module(to_tensors(batch, device))
+            scored = len(indices) if task == "classification" else int((batch["token_labels"] != -100).sum())
+            if scored:
+                total, count = total + float(loss) * scored, count + scored
+            if task == "classification":
+                outputs.append(logits.cpu().numpy())
+                continue
+            ids = logits.argmax(-1).cpu().numpy()  # (B, T)
+            for row, index in enumerate(indices):
+                words = np.zeros(split.num_words[int(index)] if split.num_words else 0, dtype=np.int64)
+                item = split.source.encoded[int(index)]
+                for position, word in enumerate(item["word_index"]):
+                    if word >= 0:
+                        words[word] = ids[row, position]
+                outputs.append(words.tolist())
+    finally:
+        model.train(was_training)
+    result = np.concatenate(outputs).astype(np.float32) if task == "classification" else outputs
+    return result, total / max(count, 1)
+
+
+def default_evaluator(
+    task: str, outputs: Any, references: Sequence[Any], label_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy and macro-F1 (classification) or token accuracy (token classification)."""
+    if task == "token-classification":
+        pairs = [(p, r) for pred, ref in zip(outputs, references) for p, r in zip(pred, ref)]
+        return {"token_accuracy": float(np.mean([p == r for p, r in pairs])) if pairs else math.nan}
+    preds, labels = np.asarray(outputs).argmax(-1), np.asarray(references)
+    f1s = []
+    for c in range(len(label_names)):
+        tp = float(((preds == c) & (labels == c)).sum())
+        denominator = float((preds == c).sum() + (labels == c).sum())
+        f1s.append(2 * tp / denominator if denominator else 0.0)
+    return {"accuracy": float((preds == labels).mean()), "macro_f1": float(np.mean(f1s))}
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _better(value: float, best: float | None, metric: str) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best if metric in _LOWER_IS_BETTER else value > best
+
+
+def finetune_model(
+    model: TransformerModel,
+    tokenizer: Tokenizer | None,
+    train: TaskSplit,
+    out_dir: str | Path,
+    config: FinetuneConfig,
+    label_names: Sequence[str],
+    validation: TaskSplit | None = None,
+    evaluator: Evaluator | None = None,
+    train_labels: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` (already carrying its task head) and write the run directory.
+
+    ``RUN/`` gets ``metrics.jsonl`` (train and eval records), ``finetune.json`` (the settings),
+    ``report.json`` and the final model: the best validation checkpoint when there is a
+    validation split, else the last weights (LoRA merged either way).
+
+    Args:
+        model: the model with a ``sequence_classification`` / ``token_classification`` head;
+            ``config.extra["id2label"]`` is set to ``label_names`` here.
+        tokenizer: saved with the model.
+        train: training split.
+        out_dir: run directory.
+        config: settings.
+        label_names: class or tag names in index order.
+        validation: validation split (early stopping, best checkpoint).
+        evaluator: validation metrics (see :data:`Evaluator`); default :func:`default_evaluator`.
+        train_labels: class index of each training example (for ``class_weights="balanced"``).
+
+    Returns:
+        The report: ``steps``, ``best`` (the best validation metrics and step), ``last_eval``,
+        ``examples_per_second``, ``stopped_early``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if train.source.num_examples == 0:
+        raise ConfigError("the training data has no examples")
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    evaluator = evaluator or default_evaluator
+    model.config.extra["id2label"] = list(label_names)
+    model.config.extra["task"] = config.task
+    model.config.extra["max_length"] = config.max_length
+    steps_per_epoch = math.ceil(train.source.num_examples / config.batch_size)
+    max_steps = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
+    optim = copy.copy(config.optim)
+    if not optim.warmup_steps and config.warmup_ratio > 0:
+        optim.warmup_steps = int(config.warmup_ratio * max_steps)
+    eval_every = config.eval_every or steps_per_epoch
+    weights = None
+    if config.class_weights == "balanced":
+        if train_labels is None:
+            raise ConfigError("class_weights=balanced needs the training labels")
+        weights = balanced_class_weights(train_labels, len(label_names))
+    loss_module = TaskLoss(model, config.task, weights, config.label_smoothing)
+    optimizer = build_finetune_optimizer(model, config)
+    metrics = MetricsLog(out, enabled=True, tensorboard=False)
+    metrics.truncate(-1)
+    atomic_write_text(out / "finetune.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    display = ProgressDisplay(config.progress, max_steps, 0)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    display.print(
+        f"fine-tuning {model.config.family} ({trainable:,} of {model.num_parameters():,} parameters trainable), "
+        f"{train.source.num_examples:,} examples, {max_steps} steps"
+    )
+    best: dict[str, Any] | None = None
+    best_value: float | None = None
+    stale, stopped_early, step, train_seconds = 0, False, 0, 0.0
+    last_eval: dict[str, Any] = {}
+    device = next(model.parameters()).device
+    model.train()
+    try:
+        while step < max_steps:
+            tick = time.perf_counter()
+            lr = learning_rate(step, max_steps, optim)
+            set_learning_rate(optimizer, lr)
+            batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
+            loss, _ = loss_module(batch)
+            loss_value = float(loss.detach())
+            loss.backward()
+            if optim.clip_grad_norm:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            train_seconds += time.perf_counter() - tick
+            record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr,
+                      "epoch": train.source.epoch_of(step, config.batch_size)}  # fmt: skip
+            metrics.write(record)
+            display.step(step, f"loss {loss_value:.4f}", force_line=step % 50 == 0)
+            if validation is None or (step % eval_every and step != max_steps):
+                continue
+            outputs, val_loss = predict(model, validation, config.task, max(config.batch_size, 32))
+            last_eval = {
+                "step": step,
+                "loss": val_loss,
+                **evaluator(config.task, outputs, validation.references, label_names),
+            }
+            metrics.write(
+                {"kind": "eval", **{k: v for k, v in last_eval.items() if isinstance(v, (int, float))}}
+            )
+            if config.metric not in last_eval:
+                raise ConfigError(
+                    f"metric {config.metric!r} is not among the validation metrics {sorted(last_eval)}"
+                )
+            value = float(last_eval[config.metric])
+            display.print(f"step {step}: val {config.metric} {value:.4f}  val loss {val_loss:.4f}")
+            if _better(value, best_value, config.metric):
+                best_value, best, stale = value, dict(last_eval), 0
+                save_finetuned(model, out / "best", tokenizer)
+            else:
+                stale += 1
+                if config.patience is not None and stale >= config.patience:
+                    stopped_early = True
+                    display.print(
+                        f"early stop at step {step}: no better {config.metric} for {stale} evaluations"
+                    )
+                    break
+    finally:
+        display.close()
+        metrics.close()
+        torch.set_num_threads(threads)
+    if best is not None:  # the best validation weights become the run's model
+        for item in (out / "best").iterdir():
+            item.replace(out / item.name)
+        (out / "best").rmdir()
+    else:
+        save_finetuned(model, out / ".final", tokenizer)
+        for item in (out / ".final").iterdir():
+            item.replace(out / item.name)
+        (out / ".final").rmdir()
+    report = {
+        "steps": step,
+        "max_steps": max_steps,
+        "stopped_early": stopped_early,
+        "best": best,
+        "last_eval": last_eval,
+        "examples_per_second": step * config.batch_size / train_seconds if train_seconds else None,
+        "train_seconds": train_seconds,
+        "trainable_parameters": trainable,
+        "label_names": list(label_names),
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (call before loading a model with a fresh head)."""
+    _seed_everything(seed)

@@ -1,0 +1,226 @@
+"""`lmforge finetune` / `lmforge evaluate` end to end on a tiny random BERT, CV folds, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import lmforge
+from lmforge.cli import app
+from lmforge.models import TransformerModel, preset_config
+from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
+from lmforge.train.finetune import FinetuneConfig, finetune_model, layerwise_groups, prepare_model
+from lmforge.train.finetune_run import make_split, stratified_folds
+
+runner = CliRunner()
+POSITIVE = ["good", "great", "excellent", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "poor", "nasty"]
+FILLER = ["the", "movie", "was", "a", "film", "it", "plot", "and", "acting", "story"]
+PEOPLE, PLACES = ["alice", "bob", "carol"], ["paris", "rome", "oslo"]
+
+
+def sentence(rng: random.Random, label: int) -> str:
+    words = [rng.choice(FILLER) for _ in range(4)] + [rng.choice(POSITIVE if label else NEGATIVE)] * 2
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_csv(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "stars"])
+        for _ in range(n):
+            label = rng.randrange(2)
+            writer.writerow([sentence(rng, label), 5 if label else 1])  # integer labels
+
+
+def write_conll(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        for _ in range(rng.randrange(3, 7)):
+            kind = rng.random()
+            if kind < 0.2:
+                lines.append(f"{rng.choice(PEOPLE)} B-PER")
+            elif kind < 0.4:
+                lines.append(f"{rng.choice(PLACES)} B-LOC")
+            else:
+                lines.append(f"{rng.choice(FILLER)} O")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with a WordPiece tokenizer trained on the test vocabulary, and data files."""
+    root = tmp_path_factory.mktemp("finetune")
+    rng = random.Random(0)
+    texts = [sentence(rng, i % 2) for i in range(300)] + [" ".join(PEOPLE + PLACES)] * 20
+    tokenizer = train_tokenizer(texts, TokenizerTrainConfig(kind="wordpiece", vocab_size=100, lowercase=True))
+    torch.manual_seed(0)
+    config = preset_config(
+        "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=32, num_heads=2,
+        intermediate_size=64, max_positions=64,
+    )  # fmt: skip
+    lmforge.save(TransformerModel(config), root / "tiny", tokenizer)
+    write_csv(root / "train.csv", 96, 1)
+    write_csv(root / "val.csv", 32, 2)
+    write_csv(root / "test.csv", 32, 3)
+    write_conll(root / "train.conll", 60, 4)
+    write_conll(root / "test.conll", 20, 5)
+    return root
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+COMMON = ("--text-column", "review", "--label-column", "stars")
+
+
+def test_finetune_then_evaluate_classification(workspace: Path) -> None:
+    run, evaluation = workspace / "run", workspace / "eval"
+    invoke(
+        "finetune", "--task", "classification", "--model", workspace / "tiny", "--data", workspace / "train.csv",
+        "--validation", workspace / "val.csv", *COMMON, "--out", run, "--epochs", "8", "--lr", "3e-3",
+        "--layer-decay", "0.9", "--class-weights", "balanced", "--label-smoothing", "0.05", "--threads", "1",
+    )  # fmt: skip
+    loaded = lmforge.load(run)
+    assert loaded.config.head == "sequence_classification" and loaded.config.extra["id2label"] == ["1", "5"]
+    report = json.loads((run / "report.json").read_text())
+    assert report["best"]["macro_f1"] >= 0.9  # the keywords are easy to learn
+    invoke("evaluate", "--model", run, "--data", workspace / "test.csv", *COMMON, "--out", evaluation)
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9 and metrics["macro_f1"] >= 0.9
+    arrays = np.load(evaluation / "logits.npz")
+    assert arrays["logits"].shape == (32, 2) and arrays["labels"].shape == (32,)
+    assert list(arrays["label_names"]) == ["1", "5"]
+    # The saved logits are the model's: recompute them through lmforge.load's predict_proba path.
+    with open(workspace / "test.csv", encoding="utf-8") as f:
+        texts = [row["review"] for row in csv.DictReader(f)]
+    np.testing.assert_allclose(loaded.logits(texts), arrays["logits"], atol=1e-4)
+    assert (
+        arrays["labels"] == [0 if r == "1" else 1 for r in _column(workspace / "test.csv", "stars")]
+    ).all()
+
+
+def _column(path: Path, name: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [row[name] for row in csv.DictReader(f)]
+
+
+def test_lora_finetune_saves_merged_plain_checkpoint(workspace: Path) -> None:
+    run = workspace / "lora"
+    invoke(
+        "finetune", "--task", "classification", "--model", workspace / "tiny", "--data", workspace / "train.csv",
+        *COMMON, "--out", run, "--max-steps", "6", "--lora-rank", "4", "--lr", "1e-2", "--threads", "1",
+    )  # fmt: skip
+    loaded = lmforge.load(run)
+    assert not any("lora" in name for name in loaded.model.state_dict())
+    base = lmforge.load(workspace / "tiny")
+    changed = loaded.model.stack.layers[0].attn.q_proj.weight - base.model.stack.layers[0].attn.q_proj.weight
+    assert changed.abs().max() > 0  # the trained adapter was merged into q_proj
+    unchanged = (
+        loaded.model.stack.layers[0].attn.k_proj.weight - base.model.stack.layers[0].attn.k_proj.weight
+    )
+    assert unchanged.abs().max() == 0  # not a LoRA target, frozen
+
+
+def test_token_classification_end_to_end(workspace: Path) -> None:
+    run, evaluation = workspace / "ner", workspace / "ner-eval"
+    invoke(
+        "finetune", "--task", "token-classification", "--model", workspace / "tiny",
+        "--data", workspace / "train.conll", "--validation", workspace / "test.conll", "--out", run,
+        "--epochs", "6", "--lr", "5e-3", "--threads", "1",
+    )  # fmt: skip
+    invoke("evaluate", "--model", run, "--data", workspace / "test.conll", "--out", evaluation)
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert metrics["entity_f1"] >= 0.8
+    assert lmforge.load(run).config.extra["id2label"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def test_cross_validation_reports_mean_and_std(workspace: Path) -> None:
+    out = workspace / "cv"
+    invoke(
+        "finetune", "--task", "classification", "--model", workspace / "tiny", "--data", workspace / "train.csv",
+        *COMMON, "--out", out, "--cv", "3", "--max-steps", "3", "--threads", "1",
+    )  # fmt: skip
+    summary = json.loads((out / "cv.json").read_text())
+    assert len(summary["per_fold"]) == 3
+    accuracies = [fold["accuracy"] for fold in summary["per_fold"]]
+    assert summary["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+    assert summary["std"]["accuracy"] == pytest.approx(np.std(accuracies))
+    assert "macro_f1" in summary["mean"]
+
+
+def test_stratified_folds_are_disjoint_and_stratified() -> None:
+    labels = np.array([0] * 50 + [1] * 23 + [2] * 7)
+    np.random.default_rng(0).shuffle(labels)
+    folds = stratified_folds(labels, 5, seed=3)
+    joined = np.concatenate(folds)
+    assert len(joined) == len(labels) and len(np.unique(joined)) == len(labels)  # disjoint, complete
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for value in (0, 1, 2):
+        counts = [int((labels[f] == value).sum()) for f in folds]
+        assert max(counts) - min(counts) <= 1  # each class spread evenly
+    assert [f.tolist() for f in stratified_folds(labels, 5, seed=3)] == [f.tolist() for f in folds]
+
+
+def test_early_stopping_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) -> None:
+    loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
+    assert loaded.tokenizer is not None
+    config = FinetuneConfig(
+        max_steps=40, batch_size=8, eval_every=2, patience=2, metric="score", progress=False, threads=1
+    )
+    config.optim.lr = 1e-2
+    prepare_model(loaded.model, config)
+    from lmforge.data import load_classification
+
+    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
+    split = make_split("classification", data, loaded.tokenizer, 32, 0)
+    scores = iter([0.2, 0.7, 0.5, 0.6, 0.9])  # best at the 2nd evaluation, then 2 worse: stop
+    snapshots = []
+
+    def evaluator(task: str, outputs: object, references: object, names: object) -> dict[str, float]:
+        snapshots.append({k: v.clone() for k, v in loaded.model.state_dict().items()})
+        return {"score": next(scores)}
+
+    report = finetune_model(
+        loaded.model, loaded.tokenizer, split, tmp_path, config, ["1", "5"], split, evaluator
+    )
+    assert report["stopped_early"] and report["steps"] == 8 and report["best"]["step"] == 4
+    saved = lmforge.load(tmp_path).model.state_dict()
+    for name, value in snapshots[1].items():
+        torch.testing.assert_close(saved[name], value)
+    assert (saved["classifier.linear.weight"] - snapshots[-1]["classifier.linear.weight"]).abs().max() > 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [2, 4, 6, 8]
+
+
+def test_freezing_and_layer_decay_groups(workspace: Path) -> None:
+    loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
+    model = loaded.model
+    prepare_model(model, FinetuneConfig(freeze="embeddings", freeze_layers=1))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("embeddings.", "stack.layers.0.")) for n in trainable)
+    assert any(n.startswith("stack.layers.1.") for n in trainable)
+    groups = layerwise_groups(model, FinetuneConfig().optim, 0.5, num_layers=2)
+    scales = {g["lr_scale"] for g in groups}
+    assert scales == {0.5, 1.0}  # layer 1 at decay**1, head at 1; frozen depths have no group
+    body = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2).model
+    prepare_model(body, FinetuneConfig(freeze="body"))
+    assert {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad} == {
+        "classifier",
+        "pooler",
+    }
