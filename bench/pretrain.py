@@ -57,6 +57,7 @@ def _overrides(args: argparse.Namespace, precision: str) -> list[str]:
         f"data.batch_size={args.batch}", "optim.lr=1e-4", "optim.weight_decay=0.01", "optim.clip_grad_norm=null",
         "optim.schedule=constant", f"precision={precision}", "progress=false", "tensorboard=false",
         f"max_steps={args.warmup + args.steps}", f"model.max_positions={args.seq}",
+        f"cpu_memory_reuse={'false' if args.no_memory_reuse else 'true'}",
     ]  # fmt: skip
     if args.model == "gpt2":
         return ["model.preset=gpt2-tiny", "objective.kind=causal_lm", *shape]
@@ -190,8 +191,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def _run_worker(args: argparse.Namespace, configs: list[str], steps: int) -> dict[str, Any]:
     command = [sys.executable, __file__, "--worker", ",".join(configs), *_forwarded(args, steps)]
     env = dict(os.environ)
-    if not args.no_thp:  # what `lmforge pretrain` sets for itself (2 MB pages for big tensors)
-        env["THP_MEM_ALLOC_ENABLE"] = "1"
     load_before = os.getloadavg()[0]
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
@@ -217,7 +216,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps of each configuration")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--memory-steps", type=int, default=2, help="steps of the per-process peak-RSS runs")
-    parser.add_argument("--no-thp", action="store_true", help="leave THP_MEM_ALLOC_ENABLE unset")
+    parser.add_argument(
+        "--no-memory-reuse",
+        action="store_true",
+        help="lmforge returns freed memory to the OS (cpu_memory_reuse=false)",
+    )
     parser.add_argument("--profile", default=None, help="impl:precision to profile (prints an op table)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,7 +254,7 @@ def main() -> None:
         "shape": {k: getattr(args, k) for k in ("layers", "hidden", "heads", "seq", "batch", "vocab")},
         "steps": args.steps,
         "warmup": args.warmup,
-        "thp_mem_alloc": not args.no_thp,
+        "cpu_memory_reuse": not args.no_memory_reuse,
         "summary": summary,
         "speed_run": speed,
         "memory_runs": memory,
@@ -260,7 +263,7 @@ def main() -> None:
         "peak RSS: one process per configuration. Other processes share the CPU (load_average).",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"pretrain-{args.model}{'-nothp' if args.no_thp else ''}.json"
+    path = RESULTS / f"pretrain-{args.model}{'-no-reuse' if args.no_memory_reuse else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"wrote {path}")
@@ -269,6 +272,7 @@ def main() -> None:
 def _forwarded(args: argparse.Namespace, steps: int) -> list[str]:
     names = ("model", "layers", "hidden", "heads", "seq", "batch", "vocab", "warmup")
     out = [f"--{name}={getattr(args, name)}" for name in names] + [f"--steps={steps}"]
+    out += ["--no-memory-reuse"] if args.no_memory_reuse else []
     return [*out, "--profile=1"] if args.profile else out
 
 

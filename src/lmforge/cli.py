@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -445,9 +444,6 @@ def pretrain(
     ] = None,
 ) -> None:
     """Pretrain a model (causal LM, masked LM + NSP/SOP, T5 span corruption); torchrun-ready."""
-    # Before torch allocates anything: back large CPU tensors with 2 MB pages. Training frees and
-    # reallocates the same big activations every step, and 4 KB page faults cost ~3x on VMs.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from lmforge.train import load_config
     from lmforge.train import pretrain as run_pretraining
 
@@ -493,7 +489,7 @@ def baseline_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for metrics.json (and logits.npz).")
+        Path | None, typer.Option("--out", help="Folder: metrics.json, summary.html (+ logits.npz, PNGs).")
     ] = None,
     test: Annotated[
         str | None,
@@ -552,7 +548,12 @@ def baseline_cmd(
         threads=threads, seed=seed,
     )  # fmt: skip
     metrics = run_baseline(config, progress=lambda line: err_console.print(line, highlight=False))
-    shown = [k for k in ("accuracy", "macro_f1", "perplexity", "entity_f1", "train_seconds") if k in metrics]
+    headline = {
+        "classification": ("accuracy", "macro_f1"),
+        "lm": ("perplexity",),
+        "token-classification": ("entity_f1",),
+    }
+    shown = [*headline[metrics["task"]], "train_seconds"]
     console.print(
         f"{kind}: "
         + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown)
@@ -571,10 +572,12 @@ def compare_cmd(
     names: Annotated[str | None, typer.Option("--names", help="Comma-separated row names.")] = None,
 ) -> None:
     """One table of several runs' metrics (baselines and transformers): rich, JSON and HTML."""
-    from lmforge.baselines.compare import compare_runs, format_value, lower_is_better
+    from lmforge.baselines.compare import HEADLINE_METRICS, compare_runs, format_value, lower_is_better
 
     report = compare_runs(runs, out, names.split(",") if names else None)
-    rows, columns, best = report["rows"], report["columns"], report["best"]
+    rows, best = report["rows"], report["best"]
+    # The terminal gets the headline metrics; compare.json / compare.html have every column.
+    columns = [c for c in report["columns"] if c in HEADLINE_METRICS] or report["columns"]
 
     def cell(row: dict[str, Any], column: str) -> str:
         text = format_value(row.get(column))
@@ -595,9 +598,13 @@ def compare_cmd(
                 f"{column} {'↓' if lower_is_better(column) else '↑'}", *(cell(r, column) for r in rows)
             )
     else:
-        table = Table("run", "model", "task", *columns)
+        # Only the label columns that tell runs apart.
+        labels = [k for k in ("model", "task") if any(r[k] not in ("", r["name"]) for r in rows)]
+        if len({r["task"] for r in rows}) == 1:
+            labels = [k for k in labels if k != "task"]
+        table = Table("run", *labels, *columns, title=", ".join(sorted({r["task"] for r in rows} - {""})))
         for row in rows:
-            table.add_row(row["name"], row["model"], row["task"], *(cell(row, c) for c in columns))
+            table.add_row(row["name"], *(row[k] for k in labels), *(cell(row, c) for c in columns))
     console.print(table)
     if out is not None:
         console.print(f"wrote [bold]{out / 'compare.json'}[/bold] and [bold]{out / 'compare.html'}[/bold]")

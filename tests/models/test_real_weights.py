@@ -48,11 +48,12 @@ def test_smollm2_greedy_continuation_identical(smollm2: tuple[lmforge.LoadedMode
     ours, reference = smollm2
     assert ours.tokenizer is not None
     ids = torch.tensor([ours.tokenizer.encode(PROMPTS[0])])
-    expected = ids
-    with torch.no_grad():  # greedy by full recomputation in transformers: no cache, no stopping rules
+    expected, step, past = ids, ids, None
+    with torch.no_grad():  # greedy in transformers with its own cache, no generate() stopping rules
         for _ in range(32):
-            next_token = reference(input_ids=expected).logits[:, -1].argmax(-1, keepdim=True)
-            expected = torch.cat((expected, next_token), dim=1)
+            out = reference(input_ids=step, past_key_values=past, use_cache=True)
+            step, past = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values
+            expected = torch.cat((expected, step), dim=1)
     expected = expected[0, ids.shape[1] :]
     actual = generate(ours.model, ids, config=GenerationConfig(max_new_tokens=32, eos_token_id=-1))[0]
     assert actual.tolist() == expected.tolist()

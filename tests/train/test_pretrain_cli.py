@@ -35,7 +35,28 @@ def _lmforge(*args: str) -> subprocess.CompletedProcess[str]:
 def english_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("english")
     rng = np.random.default_rng(0)
-    words = "the of and to in a is that for it as was with be by on not he this are".split()
+    words = [
+        "the",
+        "of",
+        "and",
+        "to",
+        "in",
+        "a",
+        "is",
+        "that",
+        "for",
+        "it",
+        "as",
+        "was",
+        "with",
+        "be",
+        "by",
+        "on",
+        "not",
+        "he",
+        "this",
+        "are",
+    ]
     lines = [" ".join(rng.choice(words, rng.integers(5, 20))) + "." for _ in range(600)]
     (root / "corpus.txt").write_text("\n".join(lines) + "\n")
     config = TokenizerTrainConfig(kind="bpe", vocab_size=300, family="gpt2")
@@ -54,7 +75,9 @@ def test_pretrain_cli_writes_report_and_model(tmp_path: Path, english_data: Path
     report = json.loads((run / "report.json").read_text())
     for key in ("final_val_loss", "val_perplexity", "tokens_per_second", "steps"):
         assert report[key] is not None, key
-    assert report["steps"] == 4 and report["val_perplexity"] == pytest.approx(np.exp(report["final_val_loss"]))
+    assert report["steps"] == 4 and report["val_perplexity"] == pytest.approx(
+        np.exp(report["final_val_loss"])
+    )
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2, 4]
     loaded = lmforge.load(run / "model")

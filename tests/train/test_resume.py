@@ -85,7 +85,7 @@ def test_kill_9_mid_run_then_resume(tmp_path: Path) -> None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    assert 2 <= len(list_checkpoints(run)) and not (run / "report.json").exists()
+    assert list_checkpoints(run) and not (run / "report.json").exists()
 
     resumed = subprocess.run(
         [sys.executable, str(HERE / "memory_pretrain.py"), str(run), "--resume", *overrides],

@@ -23,7 +23,7 @@ from typing import Any
 from lmforge.errors import DataError
 from lmforge.fileio import atomic_write_text
 
-__all__ = ["KNOWN_METRICS", "compare_runs", "load_metrics", "lower_is_better"]
+__all__ = ["HEADLINE_METRICS", "KNOWN_METRICS", "compare_runs", "load_metrics", "lower_is_better"]
 
 KNOWN_METRICS = (
     "accuracy",
@@ -51,6 +51,21 @@ KNOWN_METRICS = (
     "nll_per_token",
     "bits_per_token",
     "loss",
+    "train_seconds",
+    "eval_seconds",
+)
+HEADLINE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "roc_auc",
+    "log_loss",
+    "entity_f1",
+    "exact_match",
+    "f1",
+    "bleu",
+    "chrf",
+    "rougeL",
+    "perplexity",
     "train_seconds",
     "eval_seconds",
 )

@@ -134,6 +134,8 @@ class TrainConfig:
         activation_checkpointing: recompute each block in the backward pass to save memory.
         distributed: under ``torchrun``, ``ddp`` replicates the model, ``fsdp`` shards it (FSDP2).
         threads: torch intra-op threads; ``None`` leaves torch's default.
+        cpu_memory_reuse: on CPU, keep freed memory in the process for the next step instead of
+            returning it to the OS (avoids page-faulting large activations in every step).
     """
 
     model: ModelSection = field(default_factory=ModelSection)
@@ -154,6 +156,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     distributed: Literal["ddp", "fsdp"] = "ddp"
     threads: int | None = None
+    cpu_memory_reuse: bool = True
     tensorboard: bool = True
     progress: bool = True
 

@@ -77,6 +77,8 @@ class Trainer:
         self.runtime = dist_utils.setup(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
+        if config.cpu_memory_reuse and self.runtime.device.type == "cpu":
+            dist_utils.keep_freed_memory()
         runtime = self.runtime
         self.precision = resolve_precision(config.precision, runtime.device)
         world = runtime.world_size
