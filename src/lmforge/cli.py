@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -451,7 +452,8 @@ def pretrain(
     if max_steps is not None:
         items.append(f"max_steps={max_steps}")
     report = run_pretraining(load_config(config, items), out, data=data, resume=resume)
-    if report.get("final_val_loss") is not None:
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one summary line
+    if main_process and report.get("final_val_loss") is not None:
         console.print(
             f"{report['steps']} steps, val loss {report['final_val_loss']:.4f}, perplexity "
             f"{report['val_perplexity']:.2f}, {report['tokens_per_second']:,.0f} tokens/s -> [bold]{out}[/bold]"

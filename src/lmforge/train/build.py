@@ -105,8 +105,9 @@ def model_config(config: TrainConfig, specials: SpecialIds, model_vocab: int) ->
     }
     if config.objective.kind == "span_corruption":
         fields["decoder_start_token_id"] = specials.pad if specials.pad is not None else 0
-    if fields["head"] == "pretraining":
-        fields["pooler"] = True  # NSP / SOP classify the pooled first token
+    # NSP / SOP classify the pooled first token; masked LM alone has no use for a pooler (an
+    # unused parameter would also stall DDP's gradient reduction).
+    fields["pooler"] = fields["head"] == "pretraining"
     if preset_config(section.preset).positions_from_padding and specials.pad is not None:
         fields["position_offset"] = specials.pad + 1  # RoBERTa: positions start after padding_idx
     fields.update(section.overrides)
