@@ -160,8 +160,13 @@ def resolve_inputs(inputs: list[str], text_column: str | None = None) -> list[So
     return sources
 
 
-def _decoded_lines(stream: IO[bytes], path: Path, errors: ErrorLog) -> Iterator[tuple[int, str]]:
-    """Lines decoded one at a time so that an undecodable byte names its line."""
+def decoded_lines(
+    stream: IO[bytes], path: Path, errors: ErrorLog, keep_ends: bool = False
+) -> Iterator[tuple[int, str]]:
+    """Lines decoded one at a time so that an undecodable byte names its line (BOM dropped).
+
+    ``keep_ends`` keeps the line ending, for CSV where a quoted field may span lines.
+    """
     for number, raw in enumerate(stream, start=1):
         try:
             text = raw.decode("utf-8")
@@ -172,7 +177,7 @@ def _decoded_lines(stream: IO[bytes], path: Path, errors: ErrorLog) -> Iterator[
             continue
         if number == 1:
             text = text.removeprefix("\ufeff")
-        yield number, text.rstrip("\r\n")
+        yield number, text if keep_ends else text.rstrip("\r\n")
 
 
 def _read_jsonl(
@@ -252,7 +257,7 @@ def read_source(source: Source, errors: ErrorLog) -> Iterator[tuple[int, str]]:
     opener: Callable[..., Any] = gzip.open if source.compressed else open
     try:
         with opener(source.path, "rb") as stream:
-            lines = _decoded_lines(stream, source.path, errors)
+            lines = decoded_lines(stream, source.path, errors)
             if source.format == "jsonl":
                 records = _read_jsonl(lines, source, errors)
             elif source.format == "csv":

@@ -17,9 +17,9 @@ import gzip
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from lmforge.data.readers import ErrorLog
+from lmforge.data.readers import ErrorLog, decoded_lines
 from lmforge.errors import DataError
 
 __all__ = ["RECORD_FORMATS", "iter_records", "record_format"]
@@ -50,19 +50,6 @@ def record_format(path: str | Path) -> tuple[str, bool]:
             f"{path}: unknown data format {ext or '(no suffix)'!r}; use .csv, .tsv or .jsonl (optionally .gz)"
         )
     return RECORD_FORMATS[ext], compressed
-
-
-def _lines(stream: IO[bytes], path: Path, errors: ErrorLog) -> Iterator[tuple[int, str]]:
-    """Decoded lines with their line ending kept (a quoted CSV field may span lines)."""
-    for number, raw in enumerate(stream, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            errors.bad(
-                path, number, f"not valid UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1})"
-            )
-            continue
-        yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
 def _jsonl(
@@ -139,7 +126,7 @@ def iter_records(
     opener: Callable[..., Any] = gzip.open if compressed else open
     try:
         with opener(path, "rb") as stream:
-            lines = _lines(stream, path, errors)
+            lines = decoded_lines(stream, path, errors, keep_ends=True)
             if fmt == "jsonl":
                 records = _jsonl(lines, path, errors)
             else:
