@@ -64,7 +64,7 @@ def _overrides(args: argparse.Namespace, precision: str) -> list[str]:
     return ["model.preset=bert-tiny", "objective.kind=masked_lm", "objective.sentence_task=nsp", *shape]
 
 
-def _trainer(args: argparse.Namespace, precision: str, out: str) -> Any:
+def _trainer(args: argparse.Namespace, precision: str, out: str, compile: bool = False) -> Any:
     from lmforge.train import DataBundle, Trainer, load_config
 
     specials = {
@@ -77,7 +77,8 @@ def _trainer(args: argparse.Namespace, precision: str, out: str) -> Any:
     }
     corpus = RandomCorpus(args.vocab, 2_000_000, seed=0)
     data = DataBundle(corpus, corpus, vocab_size=args.vocab, special_tokens=specials)
-    return Trainer(load_config(None, _overrides(args, precision)), data, out)
+    overrides = [*_overrides(args, precision), *(["compile=true"] if compile else [])]
+    return Trainer(load_config(None, overrides), data, out)
 
 
 def _hf_model(args: argparse.Namespace) -> Any:
@@ -122,12 +123,14 @@ def _steppers(args: argparse.Namespace, out: str, configs: list[str]) -> tuple[d
     batches: list[dict[str, np.ndarray]] = []
     for config in configs:
         impl, precision = config.split(":")
-        trainer = _trainer(args, precision, f"{out}/{config.replace(':', '-')}")
+        trainer = _trainer(
+            args, precision, f"{out}/{config.replace(':', '-')}", compile=impl.endswith("+compile")
+        )
         if not batches:
             batches = [
                 trainer.train_source.train_batch(s, args.batch) for s in range(args.warmup + args.steps)
             ]
-        if impl == "lmforge":
+        if impl.startswith("lmforge"):
             steppers[config] = trainer.train_step
             continue
         torch.manual_seed(0)
@@ -221,13 +224,19 @@ def main() -> None:
         action="store_true",
         help="lmforge returns freed memory to the OS (cpu_memory_reuse=false)",
     )
+    parser.add_argument(
+        "--configs",
+        default="transformers:fp32,lmforge:fp32,transformers:bf16,lmforge:bf16",
+        help="impl:precision list; impl transformers, lmforge or lmforge+compile (torch.compile)",
+    )
     parser.add_argument("--profile", default=None, help="impl:precision to profile (prints an op table)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    configs = ["transformers:fp32", "lmforge:fp32", "transformers:bf16", "lmforge:bf16"]
+    configs = args.configs.split(",")
+    assert configs[0] == "transformers:fp32", "the first configuration is the reference"
     if args.profile:
         _run_worker(args, [args.profile], args.steps)
         return

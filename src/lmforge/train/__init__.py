@@ -1,8 +1,11 @@
-"""Pretraining stage: objectives (causal LM, masked LM + NSP/SOP, T5 span corruption) over one loop.
+"""Training stage: pretraining objectives (causal LM, masked LM + NSP/SOP, T5 span corruption)
+over one loop, and the pieces fine-tuning reuses (optimizer, schedules, metrics, example sources).
 
-from lmforge.train import load_config, pretrain
-config = load_config("recipes/pretrain/gpt-bible-tiny.yaml", ["max_steps=200"])
-report = pretrain(config, "runs/gpt", data="data/bible")   # report["final_val_loss"], ...
+Example:
+    >>> from lmforge.train import load_config, pretrain
+    >>> config = load_config("recipes/pretrain/gpt-bible-tiny.yaml", ["max_steps=200"])  # doctest: +SKIP
+    >>> report = pretrain(config, "runs/gpt", data="runs/data-bible")  # doctest: +SKIP
+    >>> report["final_val_loss"], report["tokens_per_second"]  # doctest: +SKIP
 """
 
 from lmforge.train.build import DataBundle
