@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -554,6 +555,7 @@ def baseline_cmd(
         "classification": ("accuracy", "macro_f1"),
         "lm": ("perplexity",),
         "token-classification": ("entity_f1",),
+        "seq2seq": ("bleu", "chrf"),
     }
     shown = [*headline[metrics["task"]], "train_seconds"]
     console.print(
@@ -620,6 +622,10 @@ def _task_evaluator() -> Any:
     from lmforge.evaluate import evaluate_predictions
 
     def evaluator(task: str, outputs: Any, references: Any, label_names: Any) -> dict[str, Any]:
+        if task == "seq2seq":  # BLEU / chrF only: ROUGE and METEOR would slow every validation
+            from lmforge.evaluate.seq2seq import seq2seq_metrics
+
+            return seq2seq_metrics(outputs, references, full=False)
         if task == "classification":
             return evaluate_predictions(task, None, references, label_names, logits=outputs)
         return evaluate_predictions(task, outputs, references, label_names)
@@ -638,6 +644,54 @@ def _task_data_config(
         text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
         on_error=on_error, limit=limit,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def _recipe_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """``--config RECIPE``: the recipe's keys become the command's defaults, so flags given override them."""
+    if value is None:
+        return value
+    import yaml
+
+    from lmforge.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{value}: cannot read the recipe ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{value}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{value}: a recipe is a mapping of option names (batch_size: 16) to values")
+    known = {p.name for p in ctx.command.params if p.name and p.name != param.name}
+    values = {str(key).replace("-", "_"): v for key, v in data.items() if v is not None}
+    for key in values:
+        if key not in known:
+            raise ConfigError(
+                f"{value}: unknown field {key!r}; recipe keys are the command's options: {', '.join(sorted(known))}"
+            )
+    # Click fills every option not given on the command line from default_map; eager options
+    # are processed first, so this lands before the others are read.
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+def _augment_names(augment: str | None, augment_model: str | None) -> tuple[str, ...]:
+    """--augment names; --augment-model alone means back-translation."""
+    names = [n.strip() for n in (augment or "").split(",") if n.strip()]
+    if augment_model and "backtranslation" not in names:
+        names.append("backtranslation")
+    return tuple(names)
+
+
+def _back_translators(augment_model: str | None, augment_prefixes: str | None) -> list[Any]:
+    """The back-translation augmenter of --augment-model (generate stage, so built here)."""
+    if not augment_model:
+        return []
+    from lmforge.generate.backtranslate import load_back_translator
+
+    forward, _, backward = (augment_prefixes or "").partition("|")
+    models = [m.strip() for m in augment_model.split(",") if m.strip()]
+    return [load_back_translator(models, _unescape(forward), _unescape(backward))]
 
 
 @app.command("finetune")
@@ -659,6 +713,18 @@ def finetune_cmd(
     on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
     limit: Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")] = None,
     max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    source_column: Annotated[
+        str | None, typer.Option("--source-column", help="seq2seq: source field (source / document).")
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option("--target-column", help="seq2seq: target field (target / summary).")
+    ] = None,
+    max_target_length: Annotated[
+        int, typer.Option("--max-target-length", help="seq2seq: target tokens (and generated at most).")
+    ] = 128,
+    eval_limit: Annotated[
+        int | None, typer.Option("--eval-limit", help="seq2seq: validation pairs decoded per evaluation.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
@@ -670,6 +736,12 @@ def finetune_cmd(
     freeze_layers: Annotated[int, typer.Option("--freeze-layers", help="Freeze the first K layers.")] = 0,
     layer_decay: Annotated[float, typer.Option("--layer-decay", help="Layer-wise LR decay (1 = off).")] = 1.0,
     class_weights: Annotated[str, typer.Option("--class-weights", help="none | balanced.")] = "none",
+    resample: Annotated[
+        str, typer.Option("--resample", help="none | oversample | undersample the training classes.")
+    ] = "none",
+    length_groups: Annotated[
+        int, typer.Option("--length-groups", help="Length-sorted micro-batches per batch (1 = off).")
+    ] = 4,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
     lora_rank: Annotated[
         int, typer.Option("--lora-rank", help="> 0: train LoRA adapters (merged on save).")
@@ -691,25 +763,72 @@ def finetune_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
+    augment: Annotated[
+        str | None, typer.Option("--augment", help="Train-text augmentation: deletion,swap,backtranslation.")
+    ] = None,
+    augment_prob: Annotated[float, typer.Option("--augment-prob", help="Word deletion / swap rate.")] = 0.1,
+    augment_copies: Annotated[int, typer.Option("--augment-copies", help="Augmented copies/example.")] = 1,
+    augment_model: Annotated[
+        str | None, typer.Option("--augment-model", help="Seq2seq model(s) FWD[,BACK]: back-translate.")
+    ] = None,
+    augment_prefixes: Annotated[
+        str | None, typer.Option("--augment-prefixes", help="Back-translation input prefixes 'FWD|BACK'.")
+    ] = None,
+    doc_stride: Annotated[
+        int, typer.Option("--doc-stride", help="qa: tokens shared by consecutive context windows.")
+    ] = 64,
+    max_query_length: Annotated[
+        int, typer.Option("--max-query-length", help="qa: question tokens kept.")
+    ] = 64,
+    max_answer_length: Annotated[
+        int, typer.Option("--max-answer-length", help="qa: longest predicted answer, in tokens.")
+    ] = 30,
+    null_threshold: Annotated[
+        float, typer.Option("--null-threshold", help="qa (SQuAD v2): answer '' when null - span score > T.")
+    ] = 0.0,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Recipe YAML of option values (e.g. `lmforge tune`'s best.yaml); flags override it.",
+            is_eager=True,
+            callback=_recipe_defaults,
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a pretrained model on a classification or NER task (or cross-validate with --cv)."""
     from lmforge.train import OptimConfig
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.finetune_run import run_cross_validation, run_finetune
+    from lmforge.train.qa import QAConfig
 
-    if task not in ("classification", "token-classification"):
-        raise LmforgeError(f"--task {task}: fine-tuning supports classification and token-classification")
+    if task not in ("classification", "token-classification", "seq2seq", "qa", "lm", "chat"):
+        raise LmforgeError(
+            f"--task {task}: fine-tuning supports classification, token-classification, seq2seq, qa, "
+            "lm and chat"
+        )
+    if task in ("seq2seq", "qa", "lm", "chat") and cv is not None:
+        raise LmforgeError("--cv: cross-validation is for classification and token-classification")
     optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, min_lr_ratio=0.0)  # type: ignore[arg-type]
     config = FinetuneConfig(
         task=task, max_length=max_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,  # type: ignore[arg-type]
         optim=optim, warmup_ratio=warmup_ratio, freeze=freeze, freeze_layers=freeze_layers,  # type: ignore[arg-type]
         layer_decay=layer_decay, class_weights=class_weights, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+        resample=resample, length_groups=length_groups,  # type: ignore[arg-type]
         lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
-        eval_every=eval_every, metric=metric or ("macro_f1" if task == "classification" else "entity_f1"),
+        eval_every=eval_every,
+        metric=metric or {
+            "classification": "macro_f1", "seq2seq": "chrf", "qa": "f1", "lm": "loss", "chat": "loss"
+        }.get(task, "entity_f1"),
+        max_target_length=max_target_length, eval_limit=eval_limit,
         patience=patience, dropout=dropout, seed=seed, threads=threads,
+        augment=_augment_names(augment, augment_model), augment_prob=augment_prob, augment_copies=augment_copies,
+        qa=QAConfig(doc_stride=doc_stride, max_query_length=max_query_length,
+                    max_answer_length=max_answer_length, null_threshold=null_threshold),
     )  # fmt: skip
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
+    data_config = replace(data_config, source_column=source_column, target_column=target_column)
     if cv is not None:
         summary = run_cross_validation(model, data, out, config, cv, data_config, _task_evaluator())
         table = Table("metric", "mean", "std")
@@ -718,15 +837,100 @@ def finetune_cmd(
         console.print(table)
         console.print(f"{cv}-fold cross-validation -> [bold]{out / 'cv.json'}[/bold]")
         return
-    report = run_finetune(model, data, out, config, validation, data_config, _task_evaluator())
+    augmenters = _back_translators(augment_model, augment_prefixes)
+    report = run_finetune(
+        model, data, out, config, validation, data_config, _task_evaluator(), augmenters=augmenters
+    )
     best = report.get("best") or {}
     shown = "  ".join(
-        f"{k} {best[k]:.4f}" for k in ("accuracy", "macro_f1", "entity_f1", "loss") if k in best
+        f"{k} {best[k]:.4f}"
+        for k in ("accuracy", "macro_f1", "entity_f1", "chrf", "bleu", "exact_match", "f1", "loss")
+        if isinstance(best.get(k), float)
     )
     console.print(
         f"{report['steps']} steps, {report['examples_per_second'] or 0:.1f} examples/s"
         + (f", best (step {best['step']}): {shown}" if best else "")
         + f" -> [bold]{out}[/bold]"
+    )
+
+
+@app.command("tune")
+def tune_cmd(
+    model: Annotated[
+        str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Training CSV/TSV/JSONL or named dataset.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run directory: trials/, trials.json, tune.json, best.yaml.")
+    ],
+    task: Annotated[str, typer.Option("--task", help="classification.")] = "classification",
+    validation: Annotated[
+        str | None,
+        typer.Option(
+            "--validation", help="Validation file scoring each trial (named datasets: their split)."
+        ),
+    ] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
+    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe (Bayesian) | random.")] = "tpe",
+    trials: Annotated[
+        int, typer.Option("--trials", help="Finished trials the study should hold in all.")
+    ] = 20,
+    study_name: Annotated[str, typer.Option("--study-name")] = "lmforge-tune",
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db).")
+    ] = None,
+    search_space: Annotated[
+        Path | None, typer.Option("--search-space", help="YAML of ranges overriding the default space.")
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Validation metric to optimise.")] = "macro_f1",
+    pruner: Annotated[str, typer.Option("--pruner", help="median | none.")] = "median",
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    class_weights: Annotated[str, typer.Option("--class-weights", help="none | balanced.")] = "none",
+    resample: Annotated[str, typer.Option("--resample", help="none | oversample | undersample.")] = "none",
+    keep_models: Annotated[
+        bool, typer.Option("--keep-models", help="Keep every trial's weights (default: the best only).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
+) -> None:
+    """Search fine-tuning hyperparameters with Optuna (TPE or random, median pruning, resumable SQLite study)."""
+    from lmforge.train.finetune import FinetuneConfig
+    from lmforge.train.tune import TuneConfig, run_tune
+
+    if task != "classification":
+        raise LmforgeError(f"--task {task}: lmforge tune supports classification")
+    base = FinetuneConfig(
+        task=task, max_length=max_length, class_weights=class_weights, resample=resample,  # type: ignore[arg-type]
+        metric=metric, seed=seed, threads=threads,
+    )  # fmt: skip
+    tune = TuneConfig(
+        trials=trials, sampler=sampler, study_name=study_name, storage=storage, pruner=pruner,  # type: ignore[arg-type]
+        keep_models=keep_models, seed=seed,
+    )  # fmt: skip
+    data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
+    summary = run_tune(
+        model,
+        data,
+        out,
+        base,
+        tune,
+        search_space,
+        validation,
+        data_config,
+        _task_evaluator(),
+        log=console.print,
+    )
+    best = summary["best"]
+    if best is None:
+        console.print(f"no trial finished; see [bold]{out / 'trials.json'}[/bold]")
+        return
+    console.print(
+        f"best trial {best['number']}: {metric} {best['value']:.4f}  ({summary['states']}) -> "
+        f"[bold]{out / 'best.yaml'}[/bold] (lmforge finetune --config {out / 'best.yaml'} --out RUN)"
     )
 
 
@@ -744,17 +948,47 @@ def evaluate_cmd(
     on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
     limit: Annotated[int | None, typer.Option("--limit")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    null_threshold: Annotated[
+        float | None,
+        typer.Option("--null-threshold", help="qa (SQuAD v2): override the run's no-answer threshold."),
+    ] = None,
+    source_column: Annotated[
+        str | None, typer.Option("--source-column", help="seq2seq source field.")
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option("--target-column", help="seq2seq target field.")
+    ] = None,
 ) -> None:
-    """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots."""
+    """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots
+    (seq2seq: greedy predictions, BLEU / chrF ..., and predictions.jsonl)."""
     from lmforge.evaluate import evaluate_predictions
     from lmforge.train.finetune_run import predict_dataset
 
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
-    result = predict_dataset(model, data, split, data_config, batch_size=batch_size)
+    data_config = replace(data_config, source_column=source_column, target_column=target_column)
+    result = predict_dataset(
+        model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
+    )
     task, names = result["task"], result["label_names"]
     log = Path(model) / "metrics.jsonl"
     log_arg = log if log.is_file() else None
-    if task == "classification":
+    if task == "seq2seq":
+        from lmforge.evaluate.seq2seq import evaluate_seq2seq
+
+        extra = {"loss": result["loss"], "data": result["source"], "model": str(model)}
+        metrics = evaluate_seq2seq(
+            result["outputs"], result["references"], sources=result["sources"], ids=result["ids"],
+            target_language=result["target_language"], out_dir=out, metrics_log=log_arg, extra=extra,
+        )  # fmt: skip
+    elif task == "qa":
+        from lmforge.fileio import atomic_write_text
+
+        metrics = evaluate_predictions(
+            task, result["outputs"], result["references"], out_dir=out, metrics_log=log_arg
+        )
+        answers = dict(zip(result["ids"], result["outputs"]))
+        atomic_write_text(out / "predictions.json", json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
+    elif task == "classification":
         metrics = evaluate_predictions(
             task,
             None,
@@ -769,7 +1003,9 @@ def evaluate_cmd(
             task, result["outputs"], result["references"], names, out_dir=out, metrics_log=log_arg
         )
     shown = "  ".join(
-        f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "entity_f1") if metrics.get(k) is not None
+        f"{k} {metrics[k]:.4f}"
+        for k in ("accuracy", "macro_f1", "entity_f1", "bleu", "chrf", "exact_match", "f1", "perplexity")
+        if metrics.get(k) is not None
     )
     console.print(f"{result['source']}: {len(result['references'])} examples  {shown} -> [bold]{out}[/bold]")
 

@@ -5,7 +5,8 @@ and ``summary.html``, plus ``logits.npz`` and ROC / PR / confusion-matrix PNGs f
 
 Kinds: classifiers ``tfidf-lr``, ``tfidf-nb``, ``tfidf-svm``, ``word2vec-lr``, ``glove-lr``,
 ``textcnn``, ``bilstm`` (``accuracy``, ``macro_f1``); language models ``ngram-kn``, ``ngram-wb``
-(``perplexity``); tagger ``bilstm-tagger`` (``entity_f1``).
+(``perplexity``); tagger ``bilstm-tagger`` (``entity_f1``); seq2seq ``copy`` (the source as the
+output: ``bleu``, ``chrf``, see :mod:`lmforge.baselines.seq2seq`).
 
 Example:
     >>> metrics = run_baseline(BaselineConfig("tfidf-lr", "train.csv", Path("runs/lr"), test="test.csv"))  # doctest: +SKIP
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.baselines.datasets import load_classification_split, load_tagging_split, load_text_lines
+from lmforge.baselines.seq2seq import SEQ2SEQ_KINDS, run_copy
 from lmforge.baselines.text import TOKEN_MODES, Vocabulary, resolve_mode, tokenize
 from lmforge.data.clean import assign_split
 from lmforge.errors import ConfigError
@@ -36,7 +38,7 @@ __all__ = ["CLASSIFIER_KINDS", "KINDS", "LM_KINDS", "TAGGER_KINDS", "BaselineCon
 CLASSIFIER_KINDS = ("tfidf-lr", "tfidf-nb", "tfidf-svm", "word2vec-lr", "glove-lr", "textcnn", "bilstm")
 LM_KINDS = ("ngram-kn", "ngram-wb")
 TAGGER_KINDS = ("bilstm-tagger",)
-KINDS = CLASSIFIER_KINDS + LM_KINDS + TAGGER_KINDS
+KINDS = CLASSIFIER_KINDS + LM_KINDS + TAGGER_KINDS + SEQ2SEQ_KINDS
 _DEFAULT_EPOCHS = {"word2vec-lr": 10, "glove-lr": 25, "textcnn": 5, "bilstm": 5, "bilstm-tagger": 5}
 
 Progress = Callable[[str], None]
@@ -118,6 +120,8 @@ class BaselineConfig:
     def task(self) -> str:
         if self.kind in LM_KINDS:
             return "lm"
+        if self.kind in SEQ2SEQ_KINDS:
+            return "seq2seq"
         return "token-classification" if self.kind in TAGGER_KINDS else "classification"
 
 
@@ -158,6 +162,8 @@ def run_baseline(config: BaselineConfig, progress: Progress | None = None) -> di
             metrics = _run_lm(config, say)
         elif config.kind in TAGGER_KINDS:
             metrics = _run_tagger(config, say)
+        elif config.kind in SEQ2SEQ_KINDS:
+            metrics = run_copy(config, say)
         else:
             metrics, arrays = _run_classifier(config, say)
     finally:

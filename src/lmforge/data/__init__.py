@@ -26,6 +26,7 @@ from lmforge.data.clean import (
     validation_bucket,
 )
 from lmforge.data.dataset import TokenDataset
+from lmforge.data.lm import LMData, LMExample, load_lm_texts
 from lmforge.data.ner import (
     TokenClassificationData,
     TokenClassificationExample,
@@ -59,6 +60,8 @@ __all__ = [
     "ClassificationData",
     "ClassificationExample",
     "Deduplicator",
+    "LMData",
+    "LMExample",
     "ErrorLog",
     "PrepareSettings",
     "QAAnswer",
@@ -81,6 +84,7 @@ __all__ = [
     "load_bible_en_ja",
     "load_chat",
     "load_classification",
+    "load_lm_texts",
     "load_pairs",
     "load_peoples_daily_ner",
     "load_squad",

@@ -10,7 +10,8 @@ task                      files                                           named 
 ``qa``                    SQuAD v1.1 / v2.0 JSON                          (none bundled)
 ``seq2seq``               CSV / TSV / JSONL source/target or              ``bible-en-ja``
                           document/summary
-``lm``, ``chat``          JSONL ``messages`` (or prompt/response)         (none bundled)
+``lm``                    ``.txt`` (a text per line) or a text column     (none bundled)
+``chat``                  JSONL ``messages`` (or prompt/response)         (none bundled)
 ========================  ==============================================  ==========================
 
 The named datasets are derived from the corpus assets of :mod:`lmforge.assets` (``zh-sentiment``,
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from lmforge.data.chat import ChatData, load_chat
 from lmforge.data.classification import ClassificationData, load_classification, load_zh_sentiment
 from lmforge.data.clean import SPLIT_NAMES
+from lmforge.data.lm import LMData, load_lm_texts
 from lmforge.data.ner import (
     Scheme,
     TokenClassificationData,
@@ -49,7 +51,7 @@ __all__ = ["TASKS", "TASK_DATASETS", "Task", "TaskData", "TaskDataConfig", "load
 
 Task = Literal["classification", "token-classification", "qa", "seq2seq", "lm", "chat"]
 TASKS: tuple[str, ...] = ("classification", "token-classification", "qa", "seq2seq", "lm", "chat")
-TaskData = ClassificationData | TokenClassificationData | QAData | Seq2SeqData | ChatData
+TaskData = ClassificationData | TokenClassificationData | QAData | Seq2SeqData | ChatData | LMData
 
 # Named datasets derived from the corpus assets, and the task each one serves.
 TASK_DATASETS: dict[str, str] = {
@@ -129,7 +131,7 @@ def load_task_data(
 
     Returns:
         :class:`ClassificationData`, :class:`TokenClassificationData`, :class:`QAData`,
-        :class:`Seq2SeqData` or :class:`ChatData` (``lm`` and ``chat``).
+        :class:`Seq2SeqData`, :class:`LMData` (``lm``) or :class:`ChatData` (``chat``).
 
     Raises:
         DataError: unknown task, missing file, a dataset of another task, or bad records.
@@ -171,4 +173,6 @@ def load_task_data(
         return load_pairs(
             path, source_column=config.source_column, target_column=config.target_column, **options
         )
+    if task == "lm":
+        return load_lm_texts(path, text_column=config.text_column, **options)
     return load_chat(path, messages_column=config.messages_column, **options)

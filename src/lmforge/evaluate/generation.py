@@ -240,7 +240,8 @@ def perplexity_metrics(nll_sums: Any, token_counts: Any) -> dict[str, float]:
     """Corpus perplexity from per-example summed NLLs (nats) [N] and token counts [N].
 
     Returns:
-        ``perplexity``, ``nll_per_token`` (nats), ``bits_per_token``, ``num_tokens``.
+        ``perplexity``, ``loss`` (= ``nll_per_token``, nats), ``nll_per_token``, ``bits_per_token``,
+        ``num_tokens``.
     """
     nll = np.asarray(nll_sums, dtype=np.float64).reshape(-1)
     counts = np.asarray(token_counts, dtype=np.float64).reshape(-1)
@@ -250,6 +251,7 @@ def perplexity_metrics(nll_sums: Any, token_counts: Any) -> dict[str, float]:
     ppl = perplexity(total, tokens)
     return {
         "perplexity": ppl,
+        "loss": total / tokens,
         "nll_per_token": total / tokens,
         "bits_per_token": total / tokens / math.log(2),
         "num_tokens": tokens,

@@ -62,7 +62,8 @@ def squad_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]
     Returns:
         ``exact_match``, ``f1``, ``total``; ``has_answer_exact``, ``has_answer_f1``,
         ``has_answer_total`` when there are answerable questions, the ``no_answer_*`` ones when
-        there are unanswerable ones.
+        there are unanswerable ones; the same breakdowns also under the v2.0 script's names
+        (``HasAns_exact``, ``HasAns_f1``, ``HasAns_total``, ``NoAns_*``).
     """
     if len(predictions) != len(references):
         raise EvaluationError(f"{len(predictions)} predictions but {len(references)} questions")
@@ -75,16 +76,20 @@ def squad_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]
         kept = [g for g in golds if normalize_answer(g)] or [""]
         exact.append(max(qa_exact_match(prediction, g) for g in kept))
         f1.append(max(qa_f1(prediction, g) for g in kept))
-        has_answer.append(kept != [""])
+        has_answer.append(bool(golds))  # v2.0 script: any gold answer at all, even one like "the"
     result: dict[str, Any] = {
         "exact_match": 100.0 * sum(exact) / len(exact),
         "f1": 100.0 * sum(f1) / len(f1),
         "total": len(exact),
     }
-    for name, wanted in (("has_answer", True), ("no_answer", False)):
+    for name, official, wanted in (("has_answer", "HasAns", True), ("no_answer", "NoAns", False)):
         index = [i for i, h in enumerate(has_answer) if h == wanted]
         if index:  # as the v2.0 script: HasAns_* / NoAns_* whenever such questions exist
-            result[f"{name}_exact"] = 100.0 * sum(exact[i] for i in index) / len(index)
-            result[f"{name}_f1"] = 100.0 * sum(f1[i] for i in index) / len(index)
-            result[f"{name}_total"] = len(index)
+            scores = {
+                "exact": 100.0 * sum(exact[i] for i in index) / len(index),
+                "f1": 100.0 * sum(f1[i] for i in index) / len(index),
+                "total": len(index),
+            }
+            result.update({f"{name}_{k}": v for k, v in scores.items()})
+            result.update({f"{official}_{k}": v for k, v in scores.items()})
     return result

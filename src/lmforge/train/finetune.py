@@ -35,10 +35,14 @@ from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
 from lmforge.models.checkpoint import save
 from lmforge.tokenizers import Tokenizer
+from lmforge.train.causal_lm import CAUSAL_TASKS, causal_metrics, predict_causal
 from lmforge.train.config import OptimConfig
+from lmforge.train.length_groups import length_grouped_batch
 from lmforge.train.lora import apply_lora, merge_lora
 from lmforge.train.metrics import MetricsLog, ProgressDisplay
 from lmforge.train.optim import learning_rate, set_learning_rate
+from lmforge.train.qa import QAConfig, QALoss, QASource, predict_qa
+from lmforge.train.seq2seq import Seq2SeqLoss, Seq2SeqSource, predict_seq2seq
 from lmforge.train.task_sources import (
     TaskLoss,
     TaskSource,
@@ -48,11 +52,14 @@ from lmforge.train.task_sources import (
 
 __all__ = ["Evaluator", "FinetuneConfig", "default_evaluator", "finetune_model", "predict", "save_finetuned"]
 
-FinetuneTask = Literal["classification", "token-classification"]
+FinetuneTask = Literal["classification", "token-classification", "seq2seq", "lm", "chat", "qa"]
 #: ``evaluator(task, outputs, references, label_names) -> metrics``; outputs are logits [N, C]
 #: (classification) or per-sentence predicted tag ids (token classification, word level).
 Evaluator = Callable[[str, Any, Sequence[Any], Sequence[str]], dict[str, Any]]
-_LOWER_IS_BETTER = ("loss", "log_loss", "val_loss")
+#: ``on_evaluate(step, metrics)`` after each validation (``lmforge tune`` reports to its trial and
+#: may raise to stop the run, e.g. ``optuna.TrialPruned``).
+EvalCallback = Callable[[int, dict[str, Any]], None]
+_LOWER_IS_BETTER = ("loss", "log_loss", "val_loss", "perplexity", "nll_per_token", "bits_per_token")
 
 
 @dataclass
@@ -61,7 +68,10 @@ class FinetuneConfig:
 
     Attributes:
         task: ``classification`` or ``token-classification``.
-        max_length: tokens per example, special tokens included (longer inputs are cut).
+        max_length: tokens per example, special tokens included (longer inputs are cut); for
+            ``seq2seq`` the source tokens.
+        max_target_length: ``seq2seq``: target tokens kept for training and generated at most.
+        eval_limit: ``seq2seq``: decode only the first N validation pairs per evaluation.
         batch_size: examples per optimizer step.
         epochs: passes over the training data (fractions allowed); ``max_steps`` overrides.
         max_steps: optimizer steps; ``None``: from ``epochs``.
@@ -72,6 +82,9 @@ class FinetuneConfig:
         layer_decay: layer-wise LR decay: layer ``i`` of ``L`` trains at ``lr * decay**(L - i)``,
             embeddings at ``lr * decay**(L + 1)``, the head at ``lr``; 1.0 disables.
         class_weights: ``none`` or ``balanced`` (``n / (C * count_c)``) cross-entropy weights.
+        resample: ``none``, ``oversample`` or ``undersample``: randomly repeat / drop training
+            examples (seeded) until every class has the largest / smallest class's count
+            (classification; see :mod:`lmforge.train.resample`).
         label_smoothing: cross-entropy label smoothing.
         lora_rank: > 0 trains LoRA adapters of this rank (plus the head) instead of all weights.
         lora_alpha: LoRA scale numerator.
@@ -82,13 +95,25 @@ class FinetuneConfig:
             ``accuracy``, ``entity_f1``, ``loss`` ...; lower is better only for losses).
         patience: stop after this many validations without improvement; ``None``: never.
         dropout: override the model's dropout (``None``: keep the checkpoint's).
-        seed: seeds initialisation of the head, batch order and dropout.
+        seed: seeds initialisation of the head, batch order, dropout and augmentation.
+        augment: text augmentations of the training split (``deletion``, ``swap``,
+            ``backtranslation``; see :mod:`lmforge.data.augment`); empty: none.
+        augment_prob: word deletion probability / share of words swapped.
+        augment_copies: augmented copies added per training example.
+        qa: ``qa``: windowing (doc stride, query length) and answer decoding (max answer length,
+            SQuAD v2.0 null threshold), see :class:`lmforge.train.qa.QAConfig`.
+        length_groups: train each batch as up to this many length-sorted micro-batches, each
+            padded to its own longest, accumulating gradients: the same update with less padding
+            (classification and token classification; see :mod:`lmforge.train.length_groups`);
+            1 disables.
         threads: torch CPU threads (``None``: torch's default).
         progress: show progress.
     """
 
     task: FinetuneTask = "classification"
     max_length: int = 128
+    max_target_length: int = 128
+    eval_limit: int | None = None
     batch_size: int = 16
     epochs: float = 3.0
     max_steps: int | None = None
@@ -100,6 +125,7 @@ class FinetuneConfig:
     freeze_layers: int = 0
     layer_decay: float = 1.0
     class_weights: Literal["none", "balanced"] = "none"
+    resample: Literal["none", "oversample", "undersample"] = "none"
     label_smoothing: float = 0.0
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -110,8 +136,13 @@ class FinetuneConfig:
     patience: int | None = None
     dropout: float | None = None
     seed: int = 0
+    augment: tuple[str, ...] = ()
+    augment_prob: float = 0.1
+    augment_copies: int = 1
+    length_groups: int = 4
     threads: int | None = None
     progress: bool = True
+    qa: QAConfig = field(default_factory=QAConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -242,8 +273,17 @@ def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: in
     Returns:
         ``(outputs, loss)``: logits [N, C] float32 for classification; for token classification
         a list of per-sentence word-level predicted tag ids (words cut off by ``max_length`` get
-        tag 0, ``O``).
+        tag 0, ``O``); for seq2seq the greedily decoded strings.
     """
+    if task == "seq2seq":
+        assert isinstance(split.source, Seq2SeqSource), "seq2seq splits come from make_seq2seq_split"
+        return predict_seq2seq(model, split.source, batch_size)
+    if task in CAUSAL_TASKS:  # outputs: summed NLL per example; references: scored-token counts
+        return predict_causal(model, split.source, min(batch_size, 8))  # (B, T, vocab) logits are big
+    if task == "qa":  # outputs: one answer string per question ("" for no answer)
+        assert isinstance(split.source, QASource), "qa splits come from make_qa_split"
+        answers, loss, _ = predict_qa(model, split.source, batch_size)
+        return answers, loss
     device = next(model.parameters()).device
     loss_module = TaskLoss(model, task)
     was_training = model.training
@@ -278,6 +318,13 @@ def default_evaluator(
     task: str, outputs: Any, references: Sequence[Any], label_names: Sequence[str]
 ) -> dict[str, Any]:
     """Accuracy and macro-F1 (classification) or token accuracy (token classification)."""
+    if task in CAUSAL_TASKS:
+        return causal_metrics(outputs, references)
+    if task == "qa":
+        raise ConfigError(
+            "QA validation metrics (SQuAD EM / F1) live in lmforge.evaluate: pass an evaluator "
+            "(lmforge finetune passes evaluate_predictions)"
+        )
     if task == "token-classification":
         pairs = [(p, r) for pred, ref in zip(outputs, references) for p, r in zip(pred, ref)]
         return {"token_accuracy": float(np.mean([p == r for p, r in pairs])) if pairs else math.nan}
@@ -315,6 +362,7 @@ def finetune_model(
     validation: TaskSplit | None = None,
     evaluator: Evaluator | None = None,
     train_labels: Sequence[int] | None = None,
+    on_evaluate: EvalCallback | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (already carrying its task head) and write the run directory.
 
@@ -333,6 +381,8 @@ def finetune_model(
         validation: validation split (early stopping, best checkpoint).
         evaluator: validation metrics (see :data:`Evaluator`); default :func:`default_evaluator`.
         train_labels: class index of each training example (for ``class_weights="balanced"``).
+        on_evaluate: called as ``on_evaluate(step, metrics)`` after each validation; an
+            exception it raises ends the run (``RUN`` then holds no final model).
 
     Returns:
         The report: ``steps``, ``best`` (the best validation metrics and step), ``last_eval``,
@@ -360,7 +410,13 @@ def finetune_model(
         if train_labels is None:
             raise ConfigError("class_weights=balanced needs the training labels")
         weights = balanced_class_weights(train_labels, len(label_names))
-    loss_module = TaskLoss(model, config.task, weights, config.label_smoothing)
+    loss_module: nn.Module = (
+        Seq2SeqLoss(model, config.label_smoothing)
+        if config.task == "seq2seq"
+        else QALoss(model)
+        if config.task == "qa"
+        else TaskLoss(model, config.task, weights, config.label_smoothing)
+    )
     optimizer = build_finetune_optimizer(model, config)
     metrics = MetricsLog(out, enabled=True, tensorboard=False)
     metrics.truncate(-1)
@@ -378,14 +434,29 @@ def finetune_model(
     device = next(model.parameters()).device
     model.train()
     try:
+        grouped = (
+            config.length_groups > 1
+            and isinstance(train.source, TaskSource)
+            and config.task in ("classification", "token-classification")
+        )
         while step < max_steps:
             tick = time.perf_counter()
             lr = learning_rate(step, max_steps, optim)
             set_learning_rate(optimizer, lr)
-            batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
-            loss, _ = loss_module(batch)
-            loss_value = float(loss.detach())
-            loss.backward()
+            if grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
+                loss_value = 0.0
+                parts = length_grouped_batch(
+                    train.source, step, config.batch_size, config.length_groups, config.task, weights
+                )
+                for part, share in parts:
+                    loss, _ = loss_module(to_tensors(part, device))
+                    loss_value += float(loss.detach()) * share
+                    (loss * share).backward()
+            else:
+                batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
+                loss, _ = loss_module(batch)
+                loss_value = float(loss.detach())
+                loss.backward()
             if optim.clip_grad_norm:
                 params = [p for group in optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
@@ -414,6 +485,8 @@ def finetune_model(
                 )
             value = float(last_eval[config.metric])
             display.print(f"step {step}: val {config.metric} {value:.4f}  val loss {val_loss:.4f}")
+            if on_evaluate is not None:
+                on_evaluate(step, dict(last_eval))
             if _better(value, best_value, config.metric):
                 best_value, best, stale = value, dict(last_eval), 0
                 save_finetuned(model, out / "best", tokenizer)

@@ -24,11 +24,16 @@ from lmforge.data import (
     TokenClassificationData,
     load_task_data,
 )
+from lmforge.data.augment import TextAugmenter
 from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.models.checkpoint import LoadedModel, load
 from lmforge.tokenizers import Tokenizer
+from lmforge.train.augmentation import augment_training
+from lmforge.train.causal_lm import CAUSAL_TASKS
+from lmforge.train.causal_run import predict_causal_dataset, run_causal_finetune
 from lmforge.train.finetune import (
+    EvalCallback,
     Evaluator,
     FinetuneConfig,
     TaskSplit,
@@ -38,6 +43,7 @@ from lmforge.train.finetune import (
     prepare_model,
     seed_everything,
 )
+from lmforge.train.resample import resample_indices
 from lmforge.train.task_sources import (
     TaskSource,
     encode_classification,
@@ -55,7 +61,14 @@ __all__ = [
 ]
 
 TaskExamples = ClassificationData | TokenClassificationData
-_HEADS = {"classification": "sequence_classification", "token-classification": "token_classification"}
+_HEADS = {
+    "classification": "sequence_classification",
+    "token-classification": "token_classification",
+    "seq2seq": "seq2seq_lm",
+    "qa": "question_answering",
+    "lm": "causal_lm",
+    "chat": "causal_lm",
+}
 
 
 def _load(task: str, source: str | Path, split: str, config: TaskDataConfig) -> TaskExamples:
@@ -108,6 +121,8 @@ def run_finetune(
     validation: str | Path | None = None,
     data_config: TaskDataConfig | None = None,
     evaluator: Evaluator | None = None,
+    on_evaluate: EvalCallback | None = None,
+    augmenters: Sequence[TextAugmenter] = (),
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``data`` (a file or named dataset's train split) into ``out_dir``.
 
@@ -119,14 +134,35 @@ def run_finetune(
         validation: validation file; named datasets default to their validation split.
         data_config: column names, error handling, record limit.
         evaluator: validation metrics (the CLI passes ``lmforge.evaluate``'s).
+        on_evaluate: called after each validation (see :func:`finetune_model`).
+        augmenters: text augmenters built above the train stage (back-translation), used with
+            those named in ``config.augment`` on the training split only.
 
     Returns:
         The training report (also ``out_dir/report.json``).
     """
+    if (config.augment or augmenters) and config.task in ("seq2seq", "qa"):
+        raise ConfigError(f"--augment is not supported for --task {config.task} yet")
+    if config.task in CAUSAL_TASKS:
+        return run_causal_finetune(
+            model, data, out_dir, config, validation, data_config, evaluator, on_evaluate, augmenters
+        )
+    if config.task == "seq2seq":
+        from lmforge.train.seq2seq_run import run_seq2seq_finetune
+
+        return run_seq2seq_finetune(
+            model, data, out_dir, config, validation, data_config, evaluator, on_evaluate
+        )
+    if config.task == "qa":
+        from lmforge.train.qa_run import run_finetune_qa
+
+        return run_finetune_qa(model, data, out_dir, config, validation, data_config, evaluator, on_evaluate)
     data_config = data_config or TaskDataConfig()
     seed_everything(config.seed)
     train = _load(config.task, data, "train", data_config)
     label_names = list(train.label_names)
+    train = _resampled(train, config)
+    train = augment_training(train, config, augmenters)
     val_source, val_split = _validation_source(data, validation)
     val = None
     if val_source is not None:
@@ -147,7 +183,7 @@ def run_finetune(
     )
     report = finetune_model(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, label_names,
-        validation=val_split_data, evaluator=evaluator,
+        validation=val_split_data, evaluator=evaluator, on_evaluate=on_evaluate,
         train_labels=train_split.references if config.task == "classification" else None,
     )  # fmt: skip
     report.update(model=str(model), data=train.source, validation=None if val is None else val.source)
@@ -184,6 +220,15 @@ def _subset(data: TaskExamples, indices: np.ndarray) -> TaskExamples:
     return dataclasses.replace(data, examples=[data.examples[int(i)] for i in indices])  # type: ignore[arg-type]
 
 
+def _resampled(data: TaskExamples, config: FinetuneConfig) -> TaskExamples:
+    """The training examples over/under-sampled to balanced classes (``config.resample``)."""
+    if config.resample == "none":
+        return data
+    if not isinstance(data, ClassificationData):
+        raise ConfigError(f"--resample {config.resample} applies to classification only, not {config.task}")
+    return _subset(data, resample_indices([int(v) for v in data.labels], config.resample, config.seed))
+
+
 def run_cross_validation(
     model: str | Path,
     data: str | Path,
@@ -216,8 +261,9 @@ def run_cross_validation(
         assert loaded.tokenizer is not None
         prepare_model(loaded.model, fold_config)
         train_split = make_split(
-            config.task, _subset(examples, train_idx), loaded.tokenizer, config.max_length, config.seed
-        )
+            config.task, _resampled(_subset(examples, train_idx), config), loaded.tokenizer,
+            config.max_length, config.seed,
+        )  # fmt: skip
         test_split = make_split(
             config.task, _subset(examples, held_out), loaded.tokenizer, config.max_length, config.seed
         )
@@ -247,6 +293,8 @@ def load_finetuned(model: str | Path) -> tuple[LoadedModel, str, list[str]]:
     loaded = load(model)
     head = loaded.config.head
     task = {v: k for k, v in _HEADS.items()}.get(head)
+    if head == "causal_lm":  # lm and chat share the head; the run recorded which
+        task = str(loaded.config.extra.get("task", "lm"))
     if task is None:
         raise ConfigError(f"{model}: head {head!r} is not a fine-tuned classification or tagging head")
     names = loaded.config.extra.get("id2label")
@@ -264,14 +312,28 @@ def predict_dataset(
     data_config: TaskDataConfig | None = None,
     max_length: int | None = None,
     batch_size: int = 64,
+    null_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Run a fine-tuned model on a split.
 
+    ``null_threshold`` overrides a QA run's SQuAD v2.0 no-answer threshold.
+
     Returns:
-        ``task``, ``label_names``, ``outputs`` (logits [N, C] or word-level tag-id lists),
-        ``references`` (class indices or tag-id lists), ``loss`` and ``source``.
+        ``task``, ``label_names``, ``outputs`` (logits [N, C] or word-level tag-id lists; QA:
+        answer strings, with ``ids``), ``references`` (class indices or tag-id lists; QA: gold
+        answer lists), ``loss`` and ``source``.
     """
     loaded, task, names = load_finetuned(model)
+    if task == "seq2seq":
+        from lmforge.train.seq2seq_run import predict_seq2seq_dataset
+
+        return predict_seq2seq_dataset(loaded, data, split, data_config, max_length, batch_size)
+    if task == "qa":
+        from lmforge.train.qa_run import predict_qa_dataset
+
+        return predict_qa_dataset(loaded, data, split, data_config, max_length, batch_size, null_threshold)
+    if task in CAUSAL_TASKS:
+        return predict_causal_dataset(loaded, task, data, split, data_config, max_length, batch_size)
     config = dataclasses.replace(data_config or TaskDataConfig(), label_names=tuple(names))
     examples = _load(task, data, split, config)
     assert loaded.tokenizer is not None

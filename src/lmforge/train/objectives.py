@@ -74,11 +74,15 @@ class ExampleSource:
             self._order_cache = (epoch, order)
         return self._order_cache[1]
 
-    def train_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
-        """The global batch of optimizer step ``step`` (0-based): a new permutation every epoch."""
+    def train_indices(self, step: int, batch_size: int) -> np.ndarray:
+        """Example indices of the global batch of step ``step`` (0-based): a new permutation every epoch."""
         positions = np.arange(step * batch_size, (step + 1) * batch_size)
         epochs, within = np.divmod(positions, self.num_examples)
-        indices = np.array([self._epoch_order(int(e))[i] for e, i in zip(epochs, within)], dtype=np.int64)
+        return np.array([self._epoch_order(int(e))[i] for e, i in zip(epochs, within)], dtype=np.int64)
+
+    def train_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
+        """The global batch of optimizer step ``step`` (0-based): a new permutation every epoch."""
+        indices = self.train_indices(step, batch_size)
         return self.collate(indices, np.random.default_rng([self.seed, step, 1]))
 
     def eval_batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
 from lmforge.tokenizers import Tokenizer
+from lmforge.train.causal_lm import CAUSAL_TASKS, causal_lm_loss
 from lmforge.train.collators import IGNORE_INDEX
 from lmforge.train.objectives import ExampleSource
 
@@ -178,6 +179,8 @@ class TaskLoss(nn.Module):
             inputs["token_type_ids"] = batch["token_type_ids"]
         logits = self.model(batch["input_ids"], **inputs).logits
         assert logits is not None, "fine-tuning needs a classification head"
+        if self.task in CAUSAL_TASKS:  # lm / chat: shifted next-token loss on the scored tokens
+            return causal_lm_loss(logits, batch["token_labels"]), logits
         logits = logits.float()
         if self.task == "token-classification":
             flat, targets = logits.reshape(-1, logits.shape[-1]), batch["token_labels"].reshape(-1)
