@@ -776,7 +776,7 @@ def finetune_cmd(
     ] = None,
     doc_stride: Annotated[
         int, typer.Option("--doc-stride", help="qa: tokens shared by consecutive context windows.")
-    ] = 64,
+    ] = 32,
     max_query_length: Annotated[
         int, typer.Option("--max-query-length", help="qa: question tokens kept.")
     ] = 64,

@@ -12,6 +12,15 @@ from lmforge.train.length_groups import length_grouped_batch
 from lmforge.train.task_sources import TaskLoss, TaskSource, to_tensors
 
 
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """Tiny matrices: a second thread only adds contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(num_labels: int, head: str) -> TransformerModel:
     torch.manual_seed(0)
     config = preset_config(
@@ -35,7 +44,9 @@ def _encoded(rng: np.random.Generator, n: int, tagged: bool) -> list[dict[str, l
     return rows
 
 
-def _gradients(model: TransformerModel, loss_module: TaskLoss, parts: list) -> tuple[float, list[torch.Tensor]]:
+def _gradients(
+    model: TransformerModel, loss_module: TaskLoss, parts: list
+) -> tuple[float, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     total = 0.0
     for batch, share in parts:

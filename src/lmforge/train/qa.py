@@ -60,7 +60,7 @@ class QAConfig:
             unanswerable questions.
     """
 
-    doc_stride: int = 64
+    doc_stride: int = 32
     max_query_length: int = 64
     max_answer_length: int = 30
     null_threshold: float = 0.0
