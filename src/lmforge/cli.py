@@ -696,7 +696,9 @@ def _back_translators(augment_model: str | None, augment_prefixes: str | None) -
 
 @app.command("finetune")
 def finetune_cmd(
-    task: Annotated[str, typer.Option("--task", help="classification | token-classification.")],
+    task: Annotated[
+        str, typer.Option("--task", help="classification | token-classification | seq2seq | qa | lm | chat.")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
     ],
@@ -796,7 +798,8 @@ def finetune_cmd(
         ),
     ] = None,
 ) -> None:
-    """Fine-tune a pretrained model on a classification or NER task (or cross-validate with --cv)."""
+    """Fine-tune a pretrained model on a task: classification, NER, seq2seq (translation /
+    summarization with an encoder-decoder), ... (or cross-validate with --cv)."""
     from lmforge.train import OptimConfig
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.finetune_run import run_cross_validation, run_finetune

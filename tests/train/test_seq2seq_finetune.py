@@ -160,11 +160,12 @@ def test_finetune_and_evaluate_cli(tokenizer: Tokenizer, tmp_path: Path) -> None
         app,
         ["finetune", "--task", "seq2seq", "--model", str(init), "--data", str(train), "--validation", str(val),
          "--out", str(run), "--max-steps", "8", "--eval-every", "4", "--batch-size", "8", "--lr", "1e-2",
-         "--max-target-length", "12", "--eval-limit", "6", "--threads", "1", *columns],
+         "--max-target-length", "12", "--eval-limit", "6", "--threads", "1", "--augment", "swap", *columns],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((run / "report.json").read_text())
     assert report["steps"] == 8 and report["validation_examples"] == 6
+    assert report["augmented"] == 40  # one swapped copy of each training source
     assert {"chrf", "bleu", "loss"} <= set(report["best"]) and report["best"]["bleu_tokenize"] == "char"
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals if e["kind"] == "eval"] == [4, 8]

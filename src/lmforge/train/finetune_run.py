@@ -141,7 +141,7 @@ def run_finetune(
     Returns:
         The training report (also ``out_dir/report.json``).
     """
-    if (config.augment or augmenters) and config.task in ("seq2seq", "qa"):
+    if (config.augment or augmenters) and config.task == "qa":
         raise ConfigError(f"--augment is not supported for --task {config.task} yet")
     if config.task in CAUSAL_TASKS:
         return run_causal_finetune(
@@ -151,7 +151,7 @@ def run_finetune(
         from lmforge.train.seq2seq_run import run_seq2seq_finetune
 
         return run_seq2seq_finetune(
-            model, data, out_dir, config, validation, data_config, evaluator, on_evaluate
+            model, data, out_dir, config, validation, data_config, evaluator, on_evaluate, augmenters
         )
     if config.task == "qa":
         from lmforge.train.qa_run import run_finetune_qa
