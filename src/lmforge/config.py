@@ -98,6 +98,7 @@ class ModelConfig:
     classifier_bias: bool = True  # bias of the sequence-classification layer (decoders: none)
     mlm_transform: bool = True  # dense + act + norm before the MLM decoder (BERT style)
     dropout: float = 0.0
+    mlp_dropout: bool = False  # dropout also inside the MLP, after the activation (T5 only)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -278,7 +278,11 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: ``down(act(up(x)))``, or gated ``down(act(gate(x)) * up(x))``."""
+    """Position-wise feed-forward: ``down(act(up(x)))``, or gated ``down(act(gate(x)) * up(x))``.
+
+    T5 also drops out the inner activation (``config.mlp_dropout``); GPT-2, BERT and Llama apply
+    dropout only to the block's residual branch, as their reference implementations do.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -287,7 +291,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden, inner, bias=bias)
         self.down_proj = nn.Linear(inner, hidden, bias=bias)
         self.act = ACTIVATIONS[config.activation]
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout) if config.mlp_dropout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_proj is not None:

@@ -36,6 +36,7 @@ _BASE: dict[str, Any] = {
     "pad_token_id": 0,
     "eos_token_id": 1,
     "decoder_start_token_id": 0,
+    "mlp_dropout": True,  # T5DenseActDense: wo(dropout(act(wi(x))))
 }
 _V1_1: dict[str, Any] = {**_BASE, "activation": "gelu_tanh", "gated_mlp": True, "tie_embeddings": False}
 

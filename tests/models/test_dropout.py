@@ -1,0 +1,33 @@
+"""Where dropout acts in training mode: inside the MLP only for T5, as in the reference models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmforge.models import TransformerModel, preset_config
+
+
+def _mlp_input_zero_fraction(preset: str, **overrides: object) -> float:
+    torch.manual_seed(0)
+    model = TransformerModel(preset_config(preset, dropout=0.5, **overrides)).train()
+    seen: list[torch.Tensor] = []
+    stack = model.decoder if model.decoder is not None else model.stack
+    mlp = stack.layers[0].mlp
+    mlp.down_proj.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+    ids = torch.randint(3, model.config.vocab_size, (2, 16))
+    kwargs = {"decoder_input_ids": ids} if model.config.family == "t5" else {}
+    model(ids, **kwargs)
+    return float((seen[0] == 0).float().mean())
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "gpt2-tiny", "llama-tiny"])
+def test_no_dropout_inside_the_mlp(preset: str) -> None:
+    # BertIntermediate/GPT2MLP/LlamaMLP drop out nothing between the two projections.
+    assert _mlp_input_zero_fraction(preset) == 0.0
+
+
+def test_t5_drops_out_the_inner_activation() -> None:
+    # T5DenseGatedActDense: wo(dropout(gelu(wi_0(x)) * wi_1(x))); gated GELU is never exactly 0.
+    fraction = _mlp_input_zero_fraction("t5-tiny", activation="gelu_tanh", gated_mlp=True)
+    assert 0.4 < fraction < 0.6
