@@ -1,4 +1,4 @@
-"""Where dropout acts in training mode: inside the MLP only for T5, as in the reference models."""
+"""Training-time structure: where dropout acts (inside the MLP only for T5) and T5's own init."""
 
 from __future__ import annotations
 
@@ -31,3 +31,22 @@ def test_t5_drops_out_the_inner_activation() -> None:
     # T5DenseGatedActDense: wo(dropout(gelu(wi_0(x)) * wi_1(x))); gated GELU is never exactly 0.
     fraction = _mlp_input_zero_fraction("t5-tiny", activation="gelu_tanh", gated_mlp=True)
     assert 0.4 < fraction < 0.6
+
+
+def test_t5_uses_its_own_initialisation() -> None:
+    torch.manual_seed(0)
+    config = preset_config("t5-tiny", tie_embeddings=False)
+    model = TransformerModel(config)
+    d, dk = config.hidden_size, config.head_dim or config.hidden_size // config.num_heads
+    layer = model.stack.layers[0]
+    expected = {
+        model.embeddings.token.weight: 1.0,
+        layer.attn.q_proj.weight: (d * dk) ** -0.5,
+        layer.attn.k_proj.weight: d**-0.5,
+        layer.mlp.down_proj.weight: config.intermediate_size**-0.5,
+        model.lm_head.decoder.weight: d**-0.5,
+    }
+    for weight, std in expected.items():
+        assert abs(float(weight.std()) / std - 1) < 0.15
+    bert = TransformerModel(preset_config("bert-tiny"))
+    assert abs(float(bert.embeddings.token.weight.std()) - 0.02) < 0.002  # others keep N(0, 0.02)
