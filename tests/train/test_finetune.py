@@ -224,3 +224,13 @@ def test_freezing_and_layer_decay_groups(workspace: Path) -> None:
         "classifier",
         "pooler",
     }
+
+
+def test_max_length_beyond_learned_positions_is_a_clear_error(workspace: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["finetune", "--task", "classification", "--model", str(workspace / "tiny"), "--data", str(workspace / "train.csv"), *COMMON,
+         "--out", str(tmp_path / "run"), "--max-length", "65", "--max-steps", "1"],
+    )  # fmt: skip
+    # The CLI's main() prints a ConfigError as one line; through CliRunner it is the exception.
+    assert "max_length 65 is longer than the model's 64 learned positions" in str(result.exception)

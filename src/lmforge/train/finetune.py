@@ -392,6 +392,12 @@ def finetune_model(
     out.mkdir(parents=True, exist_ok=True)
     if train.source.num_examples == 0:
         raise ConfigError("the training data has no examples")
+    positions = model.config.max_positions
+    if model.config.positions == "learned" and config.max_length > positions:
+        raise ConfigError(
+            f"max_length {config.max_length} is longer than the model's {positions} learned positions; "
+            f"use --max-length {positions} or less"
+        )
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
