@@ -68,7 +68,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = preset_config(
         "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=32, num_heads=2,
-        intermediate_size=64, max_positions=64,
+        intermediate_size=64, max_positions=128,
     )  # fmt: skip
     lmforge.save(TransformerModel(config), root / "tiny", tokenizer)
     write_csv(root / "train.csv", 96, 1)
@@ -181,7 +181,14 @@ def test_early_stopping_keeps_the_best_checkpoint(workspace: Path, tmp_path: Pat
     loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
     assert loaded.tokenizer is not None
     config = FinetuneConfig(
-        max_steps=40, batch_size=8, eval_every=2, patience=2, metric="score", progress=False, threads=1
+        max_steps=40,
+        batch_size=8,
+        eval_every=2,
+        patience=2,
+        metric="score",
+        progress=False,
+        threads=1,
+        max_length=32,
     )
     config.optim.lr = 1e-2
     prepare_model(loaded.model, config)
@@ -230,7 +237,41 @@ def test_max_length_beyond_learned_positions_is_a_clear_error(workspace: Path, t
     result = runner.invoke(
         app,
         ["finetune", "--task", "classification", "--model", str(workspace / "tiny"), "--data", str(workspace / "train.csv"), *COMMON,
-         "--out", str(tmp_path / "run"), "--max-length", "65", "--max-steps", "1"],
+         "--out", str(tmp_path / "run"), "--max-length", "129", "--max-steps", "1"],
     )  # fmt: skip
     # The CLI's main() prints a ConfigError as one line; through CliRunner it is the exception.
-    assert "max_length 65 is longer than the model's 64 learned positions" in str(result.exception)
+    assert "max_length 129 is longer than the model's 128 learned positions" in str(result.exception)
+
+
+def test_interrupt_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) -> None:
+    loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
+    config = FinetuneConfig(
+        max_steps=40, batch_size=8, eval_every=2, metric="score", progress=False, threads=1, max_length=32
+    )
+    config.optim.lr = 1e-2
+    from lmforge.data import load_classification
+
+    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
+    split = make_split("classification", data, loaded.tokenizer, 32, 0)  # type: ignore[arg-type]
+    snapshots = []
+
+    def evaluator(task: str, outputs: object, references: object, names: object) -> dict[str, float]:
+        snapshots.append({k: v.clone() for k, v in loaded.model.state_dict().items()})
+        if len(snapshots) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the 3rd validation
+        return {"score": [0.3, 0.8][len(snapshots) - 1]}
+
+    report = finetune_model(
+        loaded.model, loaded.tokenizer, split, tmp_path, config, ["1", "5"], split, evaluator
+    )
+    assert report["interrupted"] and report["steps"] == 6 and report["best"]["step"] == 4
+    saved = lmforge.load(tmp_path).model.state_dict()
+    for name, value in snapshots[1].items():
+        torch.testing.assert_close(saved[name], value)
+    with pytest.raises(KeyboardInterrupt):  # no validated checkpoint yet: the interrupt stands
+        snapshots.clear()
+        config.eval_every = 100
+        finetune_model(
+            loaded.model, loaded.tokenizer, split, tmp_path / "none", config, ["1", "5"], split,
+            lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()),
+        )  # fmt: skip

@@ -61,7 +61,7 @@ def test_finetune_cli_resamples_the_training_split(tmp_path) -> None:  # type: i
     torch.manual_seed(0)
     config = preset_config(
         "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=16, num_heads=2, num_layers=1,
-        intermediate_size=32, max_positions=32,
+        intermediate_size=32, max_positions=128,
     )  # fmt: skip
     lmforge.save(TransformerModel(config), tmp_path / "tiny", tokenizer)
     for mode, examples in (("undersample", 16), ("oversample", 48)):

@@ -58,7 +58,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = preset_config(
         "bert-tiny", vocab_size=tokenizer.vocab_size, hidden_size=16, num_heads=2, num_layers=1,
-        intermediate_size=32, max_positions=32,
+        intermediate_size=32, max_positions=128,
     )  # fmt: skip
     lmforge.save(TransformerModel(config), root / "tiny", tokenizer)
     write_csv(root / "train.csv", 64, 1)

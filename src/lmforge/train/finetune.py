@@ -435,7 +435,7 @@ def finetune_model(
     )
     best: dict[str, Any] | None = None
     best_value: float | None = None
-    stale, stopped_early, step, train_seconds = 0, False, 0, 0.0
+    stale, stopped_early, interrupted, step, train_seconds = 0, False, False, 0, 0.0
     last_eval: dict[str, Any] = {}
     device = next(model.parameters()).device
     model.train()
@@ -504,6 +504,13 @@ def finetune_model(
                         f"early stop at step {step}: no better {config.metric} for {stale} evaluations"
                     )
                     break
+    except KeyboardInterrupt:
+        # Ctrl-C keeps the best validation checkpoint as the run's model; without one there is
+        # nothing trustworthy to keep (the live weights may be mid-update), so the interrupt stands.
+        if best is None or not (out / "best" / "config.json").exists():
+            raise
+        interrupted = True
+        display.print(f"interrupted at step {step}: the run keeps the best checkpoint (step {best['step']})")
     finally:
         display.close()
         metrics.close()
@@ -521,6 +528,7 @@ def finetune_model(
         "steps": step,
         "max_steps": max_steps,
         "stopped_early": stopped_early,
+        "interrupted": interrupted,
         "best": best,
         "last_eval": last_eval,
         "examples_per_second": step * config.batch_size / train_seconds if train_seconds else None,
