@@ -149,6 +149,30 @@ def test_token_classification_end_to_end(workspace: Path) -> None:
     assert lmforge.load(run).config.extra["id2label"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
+def test_long_sentences_are_split_at_word_boundaries(workspace: Path) -> None:
+    from lmforge.train.finetune import predict
+    from lmforge.train.task_sources import encode_token_classification
+
+    tokenizer = lmforge.load(workspace / "tiny").tokenizer
+    assert tokenizer is not None
+    words = [["alice", "visited", "paris"] * 7, ["bob"]]  # 21 words; max_length 10 leaves 8 per item
+    tags = [[1, 0, 2] * 7, [1]]
+    items = encode_token_classification(tokenizer, words, tags, max_length=10)
+    assert [item["example"][0] for item in items][-1] == 1 and len(items) >= 4
+    assert all(len(item["input_ids"]) <= 10 for item in items)
+    seen = sorted(w for item in items if item["example"] == [0] for w in item["word_index"] if w >= 0)
+    assert seen == list(range(21))  # every word scored once, none lost to truncation
+    labels = [lab for item in items if item["example"] == [0] for lab in item["labels"] if lab != -100]
+    assert labels == tags[0]
+    model = lmforge.load(workspace / "tiny", head="token_classification", num_labels=3).model
+    from lmforge.train.finetune import TaskSplit
+    from lmforge.train.task_sources import TaskSource
+
+    split = TaskSplit(TaskSource(items, None, 0, 0), tags, [21, 1])
+    outputs, _ = predict(model, split, "token-classification", batch_size=3)
+    assert [len(o) for o in outputs] == [21, 1]
+
+
 def test_cross_validation_reports_mean_and_std(workspace: Path) -> None:
     out = workspace / "cv"
     invoke(

@@ -272,8 +272,8 @@ def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: in
 
     Returns:
         ``(outputs, loss)``: logits [N, C] float32 for classification; for token classification
-        a list of per-sentence word-level predicted tag ids (words cut off by ``max_length`` get
-        tag 0, ``O``); for seq2seq the greedily decoded strings.
+        a list of per-sentence word-level predicted tag ids (a sentence longer than
+        ``max_length`` was split into several items; a word longer than it gets tag 0); for seq2seq the greedily decoded strings.
     """
     if task == "seq2seq":
         assert isinstance(split.source, Seq2SeqSource), "seq2seq splits come from make_seq2seq_split"
@@ -289,6 +289,7 @@ def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: in
     was_training = model.training
     model.eval()
     outputs: list[Any] = []
+    sentence_tags: dict[int, np.ndarray] = {}  # token classification: word-level tags per sentence
     total, count = 0.0, 0
     try:
         for indices in split.source.ordered_batches(batch_size):
@@ -302,15 +303,20 @@ def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: in
                 continue
             ids = logits.argmax(-1).cpu().numpy()  # (B, T)
             for row, index in enumerate(indices):
-                words = np.zeros(split.num_words[int(index)] if split.num_words else 0, dtype=np.int64)
                 item = split.source.encoded[int(index)]
+                sentence = item.get("example", [int(index)])[0]  # long sentences span several items
+                if sentence not in sentence_tags:
+                    sentence_tags[sentence] = np.zeros(
+                        split.num_words[sentence] if split.num_words else 0, int
+                    )
                 for position, word in enumerate(item["word_index"]):
                     if word >= 0:
-                        words[word] = ids[row, position]
-                outputs.append(words.tolist())
+                        sentence_tags[sentence][word] = ids[row, position]
     finally:
         model.train(was_training)
-    result = np.concatenate(outputs).astype(np.float32) if task == "classification" else outputs
+    if task != "classification":
+        return [sentence_tags[i].tolist() for i in sorted(sentence_tags)], total / max(count, 1)
+    result = np.concatenate(outputs).astype(np.float32)
     return result, total / max(count, 1)
 
 

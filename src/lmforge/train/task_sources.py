@@ -59,6 +59,19 @@ def encode_classification(
     return [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in encodings]
 
 
+def _word_chunks(tokens_per_word: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """Cut words into consecutive ``[start, end)`` runs of at most ``budget`` sub-tokens each
+    (a single longer word is a run of its own and gets truncated)."""
+    chunks, start, used = [], 0, 0
+    for word, count in enumerate(tokens_per_word):
+        if used + count > budget and word > start:
+            chunks.append((start, word))
+            start, used = word, 0
+        used += count
+    chunks.append((start, len(tokens_per_word)))
+    return chunks
+
+
 def encode_token_classification(
     tokenizer: Tokenizer,
     words: Sequence[Sequence[str]],
@@ -67,27 +80,42 @@ def encode_token_classification(
 ) -> list[dict[str, list[int]]]:
     """Sub-word ids of pre-split words with aligned tag ids (first sub-token only, rest -100).
 
-    Returns per example ``input_ids``, ``labels`` (-100 where not scored) and ``word_index``
-    (the word each first sub-token starts, -1 elsewhere), used to map predictions back to words.
+    A sentence longer than ``max_length`` sub-tokens is cut at word boundaries into several
+    items, so every word is trained on and predicted (People's Daily has 21% of its entities
+    past 128 characters); each item's ``example`` says which sentence it belongs to.
+
+    Returns per item ``input_ids``, ``labels`` (-100 where not scored), ``word_index`` (the
+    sentence-level index of the word each first sub-token starts, -1 elsewhere) and
+    ``example`` (one-element list: the sentence's index).
     """
     backend = tokenizer.backend
+    sentences = [list(w) for w in words]
+    plain = backend.encode_batch(sentences, is_pretokenized=True, add_special_tokens=False)
+    specials = len(backend.encode(["x"], is_pretokenized=True).ids) - len(
+        backend.encode(["x"], is_pretokenized=True, add_special_tokens=False).ids
+    )
+    budget = max(1, max_length - specials)
+    pieces: list[tuple[int, int, int]] = []  # (sentence, first word, end word)
+    for row, encoding in enumerate(plain):
+        counts = np.bincount([w for w in encoding.word_ids if w is not None], minlength=len(sentences[row]))
+        pieces += [(row, a, b) for a, b in _word_chunks(counts.tolist(), budget)]
     backend.enable_truncation(max_length=max_length)
     try:
-        encodings = backend.encode_batch([list(w) for w in words], is_pretokenized=True)
+        encodings = backend.encode_batch([sentences[r][a:b] for r, a, b in pieces], is_pretokenized=True)
     finally:
         backend.no_truncation()
     out = []
-    for row, encoding in enumerate(encodings):
+    for (row, offset, _), encoding in zip(pieces, encodings):
         labels: list[int] = []
         word_index: list[int] = []
         previous = None
         for word in encoding.word_ids:
             first = word is not None and word != previous
-            word_index.append(word if first and word is not None else -1)
+            word_index.append(word + offset if first and word is not None else -1)
             scored = first and word is not None and tags is not None
-            labels.append(int(tags[row][word]) if scored else IGNORE_INDEX)  # type: ignore[index]
+            labels.append(int(tags[row][word + offset]) if scored else IGNORE_INDEX)  # type: ignore[index,operator]
             previous = word
-        out.append({"input_ids": encoding.ids, "labels": labels, "word_index": word_index})
+        out.append({"input_ids": encoding.ids, "labels": labels, "word_index": word_index, "example": [row]})
     return out
 
 
