@@ -866,7 +866,9 @@ def tune_cmd(
     out: Annotated[
         Path, typer.Option("--out", help="Run directory: trials/, trials.json, tune.json, best.yaml.")
     ],
-    task: Annotated[str, typer.Option("--task", help="classification.")] = "classification",
+    task: Annotated[
+        str, typer.Option("--task", help="classification | token-classification (metric entity_f1).")
+    ] = "classification",
     validation: Annotated[
         str | None,
         typer.Option(
@@ -904,8 +906,10 @@ def tune_cmd(
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.tune import TuneConfig, run_tune
 
-    if task != "classification":
-        raise LmforgeError(f"--task {task}: lmforge tune supports classification")
+    if task not in ("classification", "token-classification"):
+        raise LmforgeError(f"--task {task}: lmforge tune supports classification and token-classification")
+    if task == "token-classification" and metric == "macro_f1":
+        metric = "entity_f1"  # the NER default; macro_f1 there is over tags, not entities
     base = FinetuneConfig(
         task=task, max_length=max_length, class_weights=class_weights, resample=resample,  # type: ignore[arg-type]
         metric=metric, seed=seed, threads=threads,

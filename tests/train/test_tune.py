@@ -191,3 +191,20 @@ def test_finetune_recipe_with_an_unknown_key_names_it(workspace: Path) -> None:
     result = runner.invoke(app, ["finetune", "--config", str(recipe), "--out", str(workspace / "x")])
     assert isinstance(result.exception, ConfigError)
     assert "learning_rate" in str(result.exception) and str(recipe) in str(result.exception)
+
+
+def test_tune_token_classification_optimises_entity_f1(workspace: Path) -> None:
+    rows = [("alice", "B-PER"), ("went", "O"), ("to", "O"), ("paris", "B-LOC")]
+    for name in ("ner-train.conll", "ner-val.conll"):
+        (workspace / name).write_text("\n\n".join(["\n".join(f"{w} {t}" for w, t in rows)] * 12) + "\n")
+    out = workspace / "ner-study"
+    result = runner.invoke(
+        app,
+        ["tune", "--task", "token-classification", "--model", str(workspace / "tiny"),
+         "--data", str(workspace / "ner-train.conll"), "--validation", str(workspace / "ner-val.conll"),
+         "--sampler", "random", "--trials", "2", "--out", str(out), "--search-space", str(workspace / "space.yaml"),
+         "--threads", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["metric"] == "entity_f1" and len(json.loads((out / "trials.json").read_text())) == 2
