@@ -30,6 +30,7 @@ from lmforge.train.finetune import (
     TaskSplit,
     finetune_model,
     prepare_model,
+    require_tokenizer,
     seed_everything,
 )
 from lmforge.train.task_sources import TaskSource, pad_id
@@ -64,8 +65,7 @@ def make_causal_split(
 
 def _load_causal_model(model: str | Path) -> LoadedModel:
     loaded = load(model, head="causal_lm")
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{model}: no tokenizer saved with the model; fine-tuning needs one")
+    require_tokenizer(loaded, model)
     return loaded
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
-from lmforge.models.checkpoint import save
+from lmforge.models.checkpoint import LoadedModel, save
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.causal_lm import CAUSAL_TASKS, causal_metrics, predict_causal
 from lmforge.train.config import OptimConfig
@@ -246,6 +246,13 @@ def prepare_model(model: TransformerModel, config: FinetuneConfig) -> None:
         for name, param in model.named_parameters():
             if name in trainable_head or name.startswith("classifier."):
                 param.requires_grad_(True)
+
+
+def require_tokenizer(loaded: LoadedModel, model: str | Path) -> Tokenizer:
+    """The tokenizer saved with ``loaded`` (``model`` names it in the error); fine-tuning needs one."""
+    if loaded.tokenizer is None:
+        raise ConfigError(f"{model}: no tokenizer saved with the model; fine-tuning needs one")
+    return loaded.tokenizer
 
 
 def save_finetuned(model: TransformerModel, path: Path, tokenizer: Tokenizer | None) -> None:

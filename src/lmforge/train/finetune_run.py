@@ -41,6 +41,7 @@ from lmforge.train.finetune import (
     finetune_model,
     predict,
     prepare_model,
+    require_tokenizer,
     seed_everything,
 )
 from lmforge.train.resample import resample_indices
@@ -99,8 +100,7 @@ def make_split(task: str, data: TaskExamples, tokenizer: Tokenizer, max_length: 
 
 def _load_model(model: str | Path, task: str, num_labels: int) -> LoadedModel:
     loaded = load(model, head=_HEADS[task], num_labels=num_labels)  # type: ignore[arg-type]
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{model}: no tokenizer saved with the model; fine-tuning needs one")
+    require_tokenizer(loaded, model)
     return loaded
 
 

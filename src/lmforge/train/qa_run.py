@@ -27,6 +27,7 @@ from lmforge.train.finetune import (
     TaskSplit,
     finetune_model,
     prepare_model,
+    require_tokenizer,
     seed_everything,
 )
 from lmforge.train.qa import QAConfig, QASource, encode_qa, predict_qa
@@ -102,14 +103,13 @@ def run_finetune_qa(
         qa = dataclasses.replace(qa, version_2=train.has_impossible)
     config = dataclasses.replace(config, qa=qa)
     loaded = load(model, head="question_answering")
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{model}: no tokenizer saved with the model; fine-tuning needs one")
+    tokenizer = require_tokenizer(loaded, model)
     length = _window_length(config.max_length, loaded)
     config = dataclasses.replace(config, max_length=length)
     prepare_model(loaded.model, config)
     loaded.model.config.extra["qa"] = dataclasses.asdict(qa)
-    train_split = make_qa_split(train, loaded.tokenizer, length, qa, config.seed)
-    val_split = None if val is None else make_qa_split(val, loaded.tokenizer, length, qa, config.seed)
+    train_split = make_qa_split(train, tokenizer, length, qa, config.seed)
+    val_split = None if val is None else make_qa_split(val, tokenizer, length, qa, config.seed)
     report = finetune_model(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, [],
         validation=val_split, evaluator=evaluator, on_evaluate=on_evaluate,

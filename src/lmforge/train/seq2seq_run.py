@@ -33,6 +33,7 @@ from lmforge.train.finetune import (
     TaskSplit,
     finetune_model,
     prepare_model,
+    require_tokenizer,
     seed_everything,
 )
 from lmforge.train.seq2seq import Seq2SeqSource, encode_seq2seq, predict_seq2seq
@@ -91,9 +92,7 @@ def _load_model(model: str | Path) -> LoadedModel:
         raise ConfigError(
             f"{model}: seq2seq fine-tuning needs an encoder-decoder (T5); this is a {loaded.config.family} model"
         )
-    if loaded.tokenizer is None:
-        raise ConfigError(f"{model}: no tokenizer saved with the model; fine-tuning needs one")
-    tokenizer, config = loaded.tokenizer, loaded.config
+    tokenizer, config = require_tokenizer(loaded, model), loaded.config
     if len(tokenizer) > config.vocab_size:
         raise ConfigError(
             f"{model}: the tokenizer has {len(tokenizer)} ids but the model's vocab_size is {config.vocab_size}"
