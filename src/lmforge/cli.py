@@ -763,6 +763,9 @@ def finetune_cmd(
     cv: Annotated[
         int | None, typer.Option("--cv", help="Stratified K-fold cross-validation instead.")
     ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
+    ] = "auto",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
     augment: Annotated[
@@ -825,7 +828,7 @@ def finetune_cmd(
             "classification": "macro_f1", "seq2seq": "chrf", "qa": "f1", "lm": "loss", "chat": "loss"
         }.get(task, "entity_f1"),
         max_target_length=max_target_length, eval_limit=eval_limit,
-        patience=patience, dropout=dropout, seed=seed, threads=threads,
+        patience=patience, dropout=dropout, seed=seed, threads=threads, precision=precision,  # type: ignore[arg-type]
         augment=_augment_names(augment, augment_model), augment_prob=augment_prob, augment_copies=augment_copies,
         qa=QAConfig(doc_stride=doc_stride, max_query_length=max_query_length,
                     max_answer_length=max_answer_length, null_threshold=null_threshold),
@@ -899,6 +902,9 @@ def tune_cmd(
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep every trial's weights (default: the best only).")
     ] = False,
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
+    ] = "auto",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
 ) -> None:
@@ -912,7 +918,7 @@ def tune_cmd(
         metric = "entity_f1"  # the NER default; macro_f1 there is over tags, not entities
     base = FinetuneConfig(
         task=task, max_length=max_length, class_weights=class_weights, resample=resample,  # type: ignore[arg-type]
-        metric=metric, seed=seed, threads=threads,
+        metric=metric, seed=seed, threads=threads, precision=precision,  # type: ignore[arg-type]
     )  # fmt: skip
     tune = TuneConfig(
         trials=trials, sampler=sampler, study_name=study_name, storage=storage, pruner=pruner,  # type: ignore[arg-type]

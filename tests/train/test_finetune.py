@@ -299,3 +299,30 @@ def test_interrupt_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) ->
             loaded.model, loaded.tokenizer, split, tmp_path / "none", config, ["1", "5"], split,
             lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()),
         )  # fmt: skip
+
+
+def _train_losses(workspace: Path, run: Path, precision: str) -> tuple[list[float], dict]:
+    torch.manual_seed(0)
+    loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
+    config = FinetuneConfig(
+        max_steps=6, batch_size=8, progress=False, threads=1, max_length=32, precision=precision  # type: ignore[arg-type]
+    )
+    config.optim.lr = 1e-3
+    from lmforge.data import load_classification
+
+    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
+    split = make_split("classification", data, loaded.tokenizer, 32, 0)  # type: ignore[arg-type]
+    report = finetune_model(loaded.model, loaded.tokenizer, split, run, config, ["1", "5"], split)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["kind"] == "train"], report
+
+
+def test_bf16_autocast_tracks_fp32_and_evaluates_in_fp32(workspace: Path, tmp_path: Path) -> None:
+    fp32, _ = _train_losses(workspace, tmp_path / "fp32", "fp32")
+    bf16, report = _train_losses(workspace, tmp_path / "bf16", "bf16")
+    assert report["precision"] == "bf16"
+    assert fp32 != bf16  # autocast really ran in bf16 ...
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05)  # ... and trains the same model
+    assert lmforge.load(tmp_path / "bf16").model.classifier.linear.weight.dtype == torch.float32
+    with pytest.raises(Exception, match="fp16 needs CUDA"):
+        _train_losses(workspace, tmp_path / "fp16", "fp16")

@@ -234,3 +234,13 @@ def test_minilm_learns_synthetic_qa(tmp_path: Path) -> None:
     )
     assert before["f1"] < 30.0
     assert metrics["f1"] >= 70.0
+
+
+def test_window_longer_than_learned_positions_is_a_clear_error(workspace: Path) -> None:
+    limit = lmforge.load(workspace / "tiny").config.max_positions
+    result = runner.invoke(
+        app,
+        ["finetune", "--task", "qa", "--model", str(workspace / "tiny"), "--data", str(workspace / "train.json"),
+         "--out", str(workspace / "too-long"), "--max-length", str(limit + 1), "--max-steps", "1"],
+    )  # fmt: skip
+    assert f"max_length {limit + 1} is longer than the model's {limit} learned positions" in str(result.exception)

@@ -53,10 +53,13 @@ def make_qa_split(
 
 
 def _window_length(requested: int, loaded: LoadedModel) -> int:
-    """The window length, no longer than the model's position table."""
+    """``requested``, checked against the model's learned positions (the same error as the other tasks)."""
     limit = loaded.config.max_positions
-    if limit and requested > limit:
-        return int(limit)
+    if loaded.config.positions == "learned" and limit and requested > limit:
+        raise ConfigError(
+            f"max_length {requested} is longer than the model's {limit} learned positions; "
+            f"use --max-length {limit} or less"
+        )
     return requested
 
 

@@ -33,19 +33,9 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog, ProgressDisplay
 from lmforge.train.objectives import STAT_NAMES, PretrainingLoss, normalisers
 from lmforge.train.optim import build_optimizer, learning_rate, set_learning_rate
+from lmforge.train.precision import autocast, resolve_precision
 
 REPORT_FILE = "report.json"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on CUDA when supported, else fp16; fp32 on CPU."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision: fp16 needs CUDA (loss scaling); use precision=bf16 on CPU")
-    return precision
 
 
 def enable_activation_checkpointing(model: TransformerModel) -> None:
@@ -117,10 +107,7 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.runtime.device.type, dtype=dtype)
+        return autocast(self.precision, self.runtime.device)
 
     def _micro_batches(self, batch: dict[str, np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """This process's rows of a global batch, cut into micro-batches of tensors on the device."""
