@@ -305,7 +305,12 @@ def _train_losses(workspace: Path, run: Path, precision: str) -> tuple[list[floa
     torch.manual_seed(0)
     loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
     config = FinetuneConfig(
-        max_steps=6, batch_size=8, progress=False, threads=1, max_length=32, precision=precision  # type: ignore[arg-type]
+        max_steps=6,
+        batch_size=8,
+        progress=False,
+        threads=1,
+        max_length=32,
+        precision=precision,  # type: ignore[arg-type]
     )
     config.optim.lr = 1e-3
     from lmforge.data import load_classification

@@ -243,4 +243,6 @@ def test_window_longer_than_learned_positions_is_a_clear_error(workspace: Path) 
         ["finetune", "--task", "qa", "--model", str(workspace / "tiny"), "--data", str(workspace / "train.json"),
          "--out", str(workspace / "too-long"), "--max-length", str(limit + 1), "--max-steps", "1"],
     )  # fmt: skip
-    assert f"max_length {limit + 1} is longer than the model's {limit} learned positions" in str(result.exception)
+    assert f"max_length {limit + 1} is longer than the model's {limit} learned positions" in str(
+        result.exception
+    )
