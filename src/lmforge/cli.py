@@ -694,14 +694,29 @@ def _back_translators(augment_model: str | None, augment_prefixes: str | None) -
     return [load_back_translator(models, _unescape(forward), _unescape(backward))]
 
 
+# Options `lmforge finetune` and `lmforge tune` share.
+ModelOption = Annotated[
+    str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
+]
+TextColumnOption = Annotated[str, typer.Option("--text-column")]
+LabelColumnOption = Annotated[str, typer.Option("--label-column")]
+TextPairColumnOption = Annotated[str | None, typer.Option("--text-pair-column")]
+OnErrorOption = Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")]
+MaxLengthOption = Annotated[int, typer.Option("--max-length")]
+SeedOption = Annotated[int, typer.Option("--seed")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads")]
+PrecisionOption = Annotated[
+    str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
+]
+
+
 @app.command("finetune")
 def finetune_cmd(
     task: Annotated[
         str, typer.Option("--task", help="classification | token-classification | seq2seq | qa | lm | chat.")
     ],
-    model: Annotated[
-        str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
-    ],
+    model: ModelOption,
     data: Annotated[
         str, typer.Option("--data", help="Training CSV/TSV/JSONL (CoNLL for NER) or named dataset.")
     ],
@@ -709,12 +724,12 @@ def finetune_cmd(
     validation: Annotated[
         str | None, typer.Option("--validation", help="Validation file (named datasets: their split).")
     ] = None,
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
-    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
-    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
-    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")] = None,
-    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
+    text_pair_column: TextPairColumnOption = None,
+    on_error: OnErrorOption = "raise",
+    limit: LimitOption = None,
+    max_length: MaxLengthOption = 128,
     source_column: Annotated[
         str | None, typer.Option("--source-column", help="seq2seq: source field (source / document).")
     ] = None,
@@ -763,11 +778,9 @@ def finetune_cmd(
     cv: Annotated[
         int | None, typer.Option("--cv", help="Stratified K-fold cross-validation instead.")
     ] = None,
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
-    ] = "auto",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    precision: PrecisionOption = "auto",
+    seed: SeedOption = 0,
+    threads: ThreadsOption = None,
     augment: Annotated[
         str | None, typer.Option("--augment", help="Train-text augmentation: deletion,swap,backtranslation.")
     ] = None,
@@ -862,9 +875,7 @@ def finetune_cmd(
 
 @app.command("tune")
 def tune_cmd(
-    model: Annotated[
-        str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
-    ],
+    model: ModelOption,
     data: Annotated[str, typer.Option("--data", help="Training CSV/TSV/JSONL or named dataset.")],
     out: Annotated[
         Path, typer.Option("--out", help="Run directory: trials/, trials.json, tune.json, best.yaml.")
@@ -878,11 +889,11 @@ def tune_cmd(
             "--validation", help="Validation file scoring each trial (named datasets: their split)."
         ),
     ] = None,
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
-    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
-    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
-    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")] = None,
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
+    text_pair_column: TextPairColumnOption = None,
+    on_error: OnErrorOption = "raise",
+    limit: LimitOption = None,
     sampler: Annotated[str, typer.Option("--sampler", help="tpe (Bayesian) | random.")] = "tpe",
     trials: Annotated[
         int, typer.Option("--trials", help="Finished trials the study should hold in all.")
@@ -896,17 +907,15 @@ def tune_cmd(
     ] = None,
     metric: Annotated[str, typer.Option("--metric", help="Validation metric to optimise.")] = "macro_f1",
     pruner: Annotated[str, typer.Option("--pruner", help="median | none.")] = "median",
-    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    max_length: MaxLengthOption = 128,
     class_weights: Annotated[str, typer.Option("--class-weights", help="none | balanced.")] = "none",
     resample: Annotated[str, typer.Option("--resample", help="none | oversample | undersample.")] = "none",
     keep_models: Annotated[
         bool, typer.Option("--keep-models", help="Keep every trial's weights (default: the best only).")
     ] = False,
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
-    ] = "auto",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    precision: PrecisionOption = "auto",
+    seed: SeedOption = 0,
+    threads: ThreadsOption = None,
 ) -> None:
     """Search fine-tuning hyperparameters with Optuna (TPE or random, median pruning, resumable SQLite study)."""
     from lmforge.train.finetune import FinetuneConfig
