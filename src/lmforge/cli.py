@@ -980,17 +980,36 @@ def evaluate_cmd(
     target_column: Annotated[
         str | None, typer.Option("--target-column", help="seq2seq target field.")
     ] = None,
+    ensemble: Annotated[
+        str | None,
+        typer.Option("--ensemble", help="Classifiers: more runs (comma-separated) averaged with --model."),
+    ] = None,
+    mc_dropout: Annotated[
+        int, typer.Option("--mc-dropout", help="Classifiers: N stochastic passes with dropout on, averaged.")
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
 ) -> None:
     """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots
-    (seq2seq: greedy predictions, BLEU / chrF ..., and predictions.jsonl)."""
+    (seq2seq: greedy predictions, BLEU / chrF ..., and predictions.jsonl). Classifiers can be
+    evaluated as a deep ensemble (--ensemble) or with MC dropout (--mc-dropout N): logits.npz then
+    holds the log of the averaged probabilities, uncertainty.npz the predictive entropy and
+    mutual information."""
     from lmforge.evaluate import evaluate_predictions
     from lmforge.train.finetune_run import predict_dataset
 
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
-    result = predict_dataset(
-        model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
-    )
+    members = [model, *(m.strip() for m in (ensemble or "").split(",") if m.strip())]
+    if len(members) > 1 or mc_dropout:
+        from lmforge.calibrate.bayesian import predict_classifier_dataset
+
+        result = predict_classifier_dataset(
+            members, data, split, data_config, mc_passes=mc_dropout, batch_size=batch_size, seed=seed
+        )
+    else:
+        result = predict_dataset(
+            model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
+        )
     task, names = result["task"], result["label_names"]
     log = Path(model) / "metrics.jsonl"
     log_arg = log if log.is_file() else None
@@ -1011,15 +1030,21 @@ def evaluate_cmd(
         answers = dict(zip(result["ids"], result["outputs"]))
         atomic_write_text(out / "predictions.json", json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
     elif task == "classification":
+        predictive = {"predictive": result["predictive"]} if "predictive" in result else None
         metrics = evaluate_predictions(
-            task,
-            None,
-            result["references"],
-            names,
-            logits=result["outputs"],
-            out_dir=out,
-            metrics_log=log_arg,
-        )
+            task, None, result["references"], names, logits=result["outputs"], out_dir=out,
+            metrics_log=log_arg, extra=predictive,
+        )  # fmt: skip
+        if "uncertainty" in result:
+            import numpy as np
+
+            from lmforge.fileio import atomic_write
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+                    np.savez(f, **result["uncertainty"])
+
+            atomic_write(out / "uncertainty.npz", write)
     else:
         metrics = evaluate_predictions(
             task, result["outputs"], result["references"], names, out_dir=out, metrics_log=log_arg

@@ -331,3 +331,49 @@ def test_bf16_autocast_tracks_fp32_and_evaluates_in_fp32(workspace: Path, tmp_pa
     assert lmforge.load(tmp_path / "bf16").model.classifier.linear.weight.dtype == torch.float32
     with pytest.raises(Exception, match="fp16 needs CUDA"):
         _train_losses(workspace, tmp_path / "fp16", "fp16")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_evaluate_as_deep_ensemble_and_with_mc_dropout(workspace: Path, tmp_path: Path) -> None:
+    runs = [tmp_path / f"seed{seed}" for seed in (0, 1)]
+    for seed, run in enumerate(runs):
+        invoke(
+            "finetune", "--task", "classification", "--model", workspace / "tiny", "--data", workspace / "train.csv",
+            *COMMON, "--out", run, "--max-steps", "6", "--lr", "3e-3", "--dropout", "0.2", "--seed", seed,
+            "--threads", "1",
+        )  # fmt: skip
+        invoke("evaluate", "--model", run, "--data", workspace / "test.csv", *COMMON, "--out", run / "eval")
+    single = [np.load(run / "eval" / "logits.npz")["logits"] for run in runs]
+
+    ensemble = tmp_path / "ensemble"
+    invoke("evaluate", "--model", runs[0], "--ensemble", runs[1], "--data", workspace / "test.csv", *COMMON,
+           "--out", ensemble)  # fmt: skip
+    arrays = np.load(ensemble / "logits.npz")
+    expected = (_softmax(single[0]) + _softmax(single[1])) / 2  # the mean of the members' probabilities
+    np.testing.assert_allclose(_softmax(arrays["logits"]), expected, atol=1e-5)
+    metrics = json.loads((ensemble / "metrics.json").read_text())
+    assert metrics["predictive"]["method"] == "deep_ensemble" and metrics["predictive"]["members"] == 2
+    uncertainty = np.load(ensemble / "uncertainty.npz")
+    assert uncertainty["predictive_entropy"].shape == (32,)
+    assert (uncertainty["mutual_information"] >= -1e-9).all()  # Jensen: never negative
+
+    mc = [tmp_path / "mc-a", tmp_path / "mc-b"]
+    for out in mc:
+        invoke("evaluate", "--model", runs[0], "--mc-dropout", "5", "--seed", "3", "--data", workspace / "test.csv",
+               *COMMON, "--out", out)  # fmt: skip
+    mc_logits = [np.load(out / "logits.npz")["logits"] for out in mc]
+    np.testing.assert_array_equal(mc_logits[0], mc_logits[1])  # seeded masks: reproducible
+    assert np.abs(_softmax(mc_logits[0]) - _softmax(single[0])).max() > 1e-4  # dropout really was on
+    assert json.loads((mc[0] / "metrics.json").read_text())["predictive"]["members"] == 5
+    # the averaged predictive calibrates like any logits file
+    invoke("calibrate", "--method", "temperature", "--eval", mc[0] / "logits.npz", "--cv", "2",
+           "--out", tmp_path / "cal")  # fmt: skip
+    assert json.loads((tmp_path / "cal" / "metrics.json").read_text())["method"] == "temperature"
+
+    bad = ["evaluate", "--model", str(runs[0]), "--data", str(workspace / "test.csv"), *COMMON,
+           "--out", str(tmp_path / "bad"), "--ensemble"]  # fmt: skip
+    assert "is not a fine-tuned" in str(runner.invoke(app, [*bad, str(workspace / "tiny")]).exception)

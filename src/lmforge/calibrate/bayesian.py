@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from lmforge.errors import CalibrationError
+
+if TYPE_CHECKING:
+    from lmforge.data.tasks import TaskDataConfig
 
 # Keys of a batch that are model inputs; others (labels, ids) are ignored by the forward pass.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -166,3 +170,93 @@ def ensemble_predict(
         for m, training in zip(models, modes):
             m.train(training)
     return result
+
+
+def predict_classifier_dataset(
+    models: Sequence[str | Path],
+    data: str | Path,
+    split: str = "test",
+    data_config: TaskDataConfig | None = None,
+    *,
+    mc_passes: int = 0,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The Bayesian predictive of fine-tuned classifiers on a split (``lmforge evaluate --ensemble / --mc-dropout``).
+
+    Every checkpoint is one member of a deep ensemble; with ``mc_passes`` > 0 each checkpoint
+    instead contributes that many MC-dropout passes (one checkpoint: plain MC dropout; several:
+    an ensemble of MC-dropout models). Each checkpoint tokenises the split with its own tokenizer
+    and maximum length, so members of different sizes or vocabularies can be mixed; they must
+    share the task and the label names.
+
+    Returns:
+        The shape of :func:`lmforge.train.finetune_run.predict_dataset`, with ``outputs`` the log
+        of the averaged probabilities [N, C] (any calibrator can take them as logits), plus
+        ``predictive`` (method, members, passes) and ``uncertainty`` arrays
+        (``predictive_entropy``, ``mutual_information``, [N] nats).
+    """
+    from lmforge.train.finetune_run import load_finetuned, load_split
+
+    if not models:
+        raise CalibrationError("no checkpoints given")
+    if mc_passes < 0:
+        raise CalibrationError(f"--mc-dropout must be >= 0 passes, got {mc_passes}")
+    if len(models) == 1 and mc_passes == 0:
+        raise CalibrationError("one checkpoint and no MC-dropout passes is not a Bayesian predictive")
+    member_probs: list[np.ndarray] = []
+    references: list[int] | None = None
+    names: list[str] | None = None
+    source = ""
+    for model_path in models:
+        loaded, task, labels = load_finetuned(model_path)
+        if task != "classification":
+            raise CalibrationError(
+                f"{model_path}: MC dropout and deep ensembles need a classifier, not {task}"
+            )
+        if names is not None and labels != names:
+            raise CalibrationError(
+                f"{model_path}: label names {labels} differ from the first member's {names}"
+            )
+        split_data, source = load_split(loaded, task, labels, data, split, data_config)
+        if references is not None and list(split_data.references) != references:
+            raise CalibrationError(f"{model_path}: its labels of {data} differ from the first member's")
+        names, references = labels, list(split_data.references)
+        batches = (
+            {"labels": torch.as_tensor(split_data.references[i[0] : i[-1] + 1]), **_tensors(split_data, i)}
+            for i in split_data.source.ordered_batches(batch_size)
+        )
+        if mc_passes:
+            result = mc_dropout_predict(loaded.model, batches, mc_passes, seed)
+        else:
+            result = ensemble_predict([loaded.model], batches)
+        member_probs.append(result.member_probs)
+    assert references is not None and names is not None
+    stacked = np.concatenate(member_probs)  # (K * passes, N, C)
+    predictive = PredictiveResult(stacked.mean(axis=0), stacked, np.asarray(references))
+    log_probs = np.log(np.clip(predictive.probs, 1e-12, 1.0))
+    return {
+        "task": "classification",
+        "label_names": names,
+        "outputs": log_probs.astype(np.float32),
+        "references": references,
+        "loss": float(-log_probs[np.arange(len(references)), references].mean()),  # NLL of the average
+        "source": source,
+        "predictive": {
+            "method": ("mc_dropout" if len(models) == 1 else "mc_dropout_ensemble")
+            if mc_passes
+            else "deep_ensemble",
+            "checkpoints": [str(m) for m in models],
+            "mc_passes": mc_passes,
+            "members": int(stacked.shape[0]),
+        },
+        "uncertainty": {
+            "predictive_entropy": predictive.predictive_entropy(),
+            "mutual_information": predictive.mutual_information(),
+        },
+    }
+
+
+def _tensors(split_data: Any, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    batch = split_data.source.collate(indices, np.random.default_rng(0))
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in MODEL_INPUTS}

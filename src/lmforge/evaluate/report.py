@@ -33,7 +33,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +289,7 @@ def evaluate_predictions(
     bleu_tokenize: str = "13a",
     rouge_tokenizer: str = "default",
     generation: Sequence[str] = ("bleu", "chrf", "rouge", "meteor"),
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of one task's predictions against references (see the module table for the inputs).
 
@@ -305,6 +306,7 @@ def evaluate_predictions(
         bleu_tokenize: sacreBLEU tokenizer (``"char"`` for Japanese / Chinese targets).
         rouge_tokenizer: ``"default"`` or ``"char"``.
         generation: which generation metrics to compute for seq2seq.
+        extra: more entries for the result and ``metrics.json`` (e.g. how the predictions were made).
 
     Returns:
         ``{"task": task, **metrics}``; classification has ``accuracy`` and ``macro_f1``,
@@ -340,7 +342,7 @@ def evaluate_predictions(
         )
     else:
         metrics = perplexity_metrics(predictions, references)
-    result: dict[str, Any] = {"task": task, **metrics}
+    result: dict[str, Any] = {"task": task, **metrics, **(extra or {})}
     if out_dir is not None:
         names = list(label_names) if label_names is not None else None
         files = write_evaluation(

@@ -54,6 +54,7 @@ from lmforge.train.task_sources import (
 
 __all__ = [
     "load_finetuned",
+    "load_split",
     "make_split",
     "predict_dataset",
     "run_cross_validation",
@@ -334,12 +335,7 @@ def predict_dataset(
         return predict_qa_dataset(loaded, data, split, data_config, max_length, batch_size, null_threshold)
     if task in CAUSAL_TASKS:
         return predict_causal_dataset(loaded, task, data, split, data_config, max_length, batch_size)
-    config = dataclasses.replace(data_config or TaskDataConfig(), label_names=tuple(names))
-    examples = _load(task, data, split, config)
-    assert loaded.tokenizer is not None
-    length = max_length or int(loaded.config.extra.get("max_length", 512))
-    length = min(length, loaded.config.max_positions)
-    split_data = make_split(task, examples, loaded.tokenizer, length, 0)
+    split_data, source = load_split(loaded, task, names, data, split, data_config, max_length)
     outputs, loss = predict(loaded.model, split_data, task, batch_size)
     return {
         "task": task,
@@ -347,5 +343,27 @@ def predict_dataset(
         "outputs": outputs,
         "references": split_data.references,
         "loss": loss,
-        "source": examples.source,
+        "source": source,
     }
+
+
+def load_split(
+    loaded: LoadedModel,
+    task: str,
+    names: Sequence[str],
+    data: str | Path,
+    split: str = "test",
+    data_config: TaskDataConfig | None = None,
+    max_length: int | None = None,
+) -> tuple[TaskSplit, str]:
+    """A classification / tagging split tokenised for a fine-tuned model, and the data's source name.
+
+    Labels map to ``names`` (the model's ``id2label``); ``max_length`` defaults to the one the
+    model was fine-tuned with.
+    """
+    config = dataclasses.replace(data_config or TaskDataConfig(), label_names=tuple(names))
+    examples = _load(task, data, split, config)
+    assert loaded.tokenizer is not None
+    length = max_length or int(loaded.config.extra.get("max_length", 512))
+    length = min(length, loaded.config.max_positions)
+    return make_split(task, examples, loaded.tokenizer, length, 0), examples.source
