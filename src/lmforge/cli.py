@@ -342,9 +342,14 @@ def calibrate_cmd(
 
     config = CalibrateConfig(method, eval_file, out, fit, bins, cv, save_into, label_column, seed)
     metrics = run_calibration(config)
-    table = Table("probabilities", "accuracy", "ECE", "MCE", "NLL", "Brier")
+    table = Table("probabilities", "accuracy", "ECE", "MCE", "NLL", "Brier", "ECE if calibrated (95%)")
     for name, values in [("before", metrics["before"]), *metrics["methods"].items()]:
-        table.add_row(name, *(f"{values[k]:.4f}" for k in ("accuracy", "ece", "mce", "nll", "brier")))
+        floor = metrics["ece_floor"][name]
+        table.add_row(
+            name,
+            *(f"{values[k]:.4f}" for k in ("accuracy", "ece", "mce", "nll", "brier")),
+            f"{floor['mean']:.4f} [{floor['low']:.4f}, {floor['high']:.4f}]",
+        )
     console.print(table)
     if "saved_into" in metrics:
         console.print(f"saved {metrics['saved_into']['method']} calibrator into [bold]{save_into}[/bold]")

@@ -67,6 +67,8 @@ def test_cli_temperature_writes_report_and_saves_into_checkpoint(
     assert metrics["calibrators"]["temperature"]["temperature"] == pytest.approx(2.5, rel=0.15)
     low, high = metrics["ci"]["temperature"]["ece"]
     assert low <= metrics["after"]["ece"] <= high
+    floor = metrics["ece_floor"]["temperature"]  # the data were generated calibrated, then sharpened
+    assert floor["low"] <= metrics["after"]["ece"] <= floor["high"] < metrics["before"]["ece"]
     assert sum(b["count"] for b in metrics["reliability"]["before"]) == 800
     for name in (
         "reliability_before",

@@ -18,6 +18,7 @@ from lmforge.evaluate.calibration_metrics import (
     brier_score,
     calibration_summary,
     classwise_ece,
+    ece_noise_floor,
     expected_calibration_error,
     maximum_calibration_error,
     negative_log_likelihood,
@@ -158,3 +159,28 @@ def test_bad_inputs_raise_calibration_errors() -> None:
         expected_calibration_error(probs, labels + 3)
     with pytest.raises(CalibrationError, match="strategy"):
         expected_calibration_error(probs, labels, strategy="equal")
+
+
+def test_ece_noise_floor_matches_the_binomial_closed_form() -> None:
+    # Every prediction [0.3, 0.7]: one bin, ECE = |acc - 0.7| with acc ~ Binomial(N, 0.7) / N, whose
+    # mean absolute deviation is close to sqrt(2 / pi) * sqrt(0.21 / N) (normal approximation).
+    n = 1000
+    probs = np.tile([0.3, 0.7], (n, 1))
+    floor = ece_noise_floor(probs, n_resamples=2000, seed=1)
+    expected = np.sqrt(2 / np.pi) * np.sqrt(0.21 / n)
+    assert floor["mean"] == pytest.approx(expected, rel=0.08)
+    assert floor["low"] < floor["mean"] < floor["high"]
+    assert ece_noise_floor(probs, n_resamples=2000, seed=1) == floor  # seeded
+
+
+def test_ece_noise_floor_shrinks_with_samples_and_contains_a_calibrated_model() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 3)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    small, large = ece_noise_floor(probs[:400]), ece_noise_floor(probs)
+    assert small["mean"] > 2 * large["mean"]  # ~ 1 / sqrt(N): 10x the samples, ~3x less noise
+    labels = (rng.random((4000, 1)) >= np.cumsum(probs, axis=1)).sum(1)  # calibrated by construction
+    measured = expected_calibration_error(probs, labels)
+    assert large["low"] <= measured <= large["high"]
+    with pytest.raises(CalibrationError):
+        ece_noise_floor(np.zeros((0, 2)))

@@ -3,8 +3,10 @@
 :func:`write_report` writes, atomically, into one folder:
 
 * ``metrics.json``: ``{"method", "n_bins", "before": {...}, "after": {...}, "methods": {...},
-  "ci": {...}, "reliability": {...}, ...}`` (before/after hold ece, mce, nll, brier, accuracy and
-  the extra metrics of :func:`calibration_summary`);
+  "ci": {...}, "ece_floor": {...}, "reliability": {...}, ...}`` (before/after hold ece, mce, nll,
+  brier, accuracy and the extra metrics of :func:`calibration_summary`; ``ece_floor`` the ECE a
+  perfectly calibrated model with the same probabilities would show, see
+  :func:`~lmforge.evaluate.calibration_metrics.ece_noise_floor`);
 * ``reliability_<name>.png`` and ``confidence_<name>.png`` for ``before`` and every method;
 * ``report.html``: the table and the figures, images embedded as base64 (one self-contained file).
 
@@ -24,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.evaluate.calibration_metrics import bootstrap_summary, calibration_summary, reliability_bins
+from lmforge.evaluate.calibration_metrics import (
+    bootstrap_summary,
+    calibration_summary,
+    ece_noise_floor,
+    reliability_bins,
+)
 from lmforge.fileio import atomic_write, atomic_write_text
 
 TABLE_METRICS = ("accuracy", "ece", "mce", "nll", "brier", "ece_quantile", "classwise_ece", "ace", "auroc")
@@ -154,13 +161,15 @@ def build_metrics(
             for name, p in probs.items()
         },
         "ci_level": 0.95,
+        # ECE of a perfectly calibrated model with the same probabilities on as many samples
+        "ece_floor": {name: ece_noise_floor(p, n_bins, n_resamples, seed=seed) for name, p in probs.items()},
         "reliability": {name: reliability_bins(p, labels, n_bins) for name, p in probs.items()},
     }
 
 
 def _table(metrics: dict[str, Any]) -> str:
     rows = [("before", metrics["before"])] + list(metrics["methods"].items())
-    head = "".join(f"<th>{m}</th>" for m in TABLE_METRICS)
+    head = "".join(f"<th>{m}</th>" for m in TABLE_METRICS) + "<th>ECE if calibrated</th>"
     body = []
     for name, values in rows:
         cells = []
@@ -171,6 +180,11 @@ def _table(metrics: dict[str, Any]) -> str:
             if ci and ci[0] is not None:
                 text += f"<br><small>[{ci[0]:.4f}, {ci[1]:.4f}]</small>"
             cells.append(f"<td>{text}</td>")
+        floor = metrics.get("ece_floor", {}).get(name)
+        if floor:
+            cells.append(
+                f"<td>{floor['mean']:.4f}<br><small>[{floor['low']:.4f}, {floor['high']:.4f}]</small></td>"
+            )
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>probabilities</th>{head}</tr>{''.join(body)}</table>"
 
@@ -221,7 +235,9 @@ def write_report(
         "padding:4px 8px;text-align:right}figure{display:inline-block;margin:8px}img{max-width:420px}</style>"
         f"</head><body><h1>Calibration report: {html.escape(str(metrics['method']))}</h1>"
         f"<p>{metrics['num_samples']} evaluation samples, {metrics['num_classes']} classes, {n_bins} bins; "
-        "brackets: bootstrap 95% confidence intervals. Best by ECE: "
+        "brackets: bootstrap 95% confidence intervals. <i>ECE if calibrated</i>: the ECE that a perfectly "
+        "calibrated model with the same probabilities would show on this many samples (labels drawn from "
+        "the probabilities; its 95% range): a measured ECE inside it is sampling noise. Best by ECE: "
         f"<b>{html.escape(metrics['best'])}</b>.</p>{_table(metrics)}{images}</body></html>\n"
     )
     atomic_write_text(out / "report.html", page)
