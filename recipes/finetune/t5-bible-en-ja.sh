@@ -6,7 +6,8 @@
 # Model: t5-tiny layout 2 + 2 layers, 128 wide, 4 heads x 32, ReLU MLP 512, tied embeddings,
 # a 4,000-piece Unigram tokenizer (T5 specials + 100 sentinels) trained on both sides of the
 # train split (Japanese comes out mostly one character a piece); 1.43M parameters, T5-style random
-# initialisation, no pretraining.
+# initialisation, no pretraining. (The figures below were measured when step 2 set that initialisation
+# in an inline Python script; `lmforge init` now applies the same scheme, with its own random draws.)
 #
 # Measured (2026-11-23, fp32, 1 thread, 2-core VM shared with 3-5 other jobs; wall times depend on
 # that load, so they are rough):
@@ -58,35 +59,9 @@ lmforge tokenizer train --kind unigram --family t5 --vocab-size 4000 \
 #    q and rescales the tied output by d^-1/2, so with 0.02 everything starts ~50x too small. Measured
 #    here: train loss 5.86 vs 6.15 at step 150; at step 800 the generic init had val loss 5.84 and
 #    validation chrF 1.1 (its greedy output is mostly "</s>" right after the first piece).
-"$PYTHON" - "$OUT" <<'PY'
-import sys
-import torch
-import lmforge
-from lmforge.models import TransformerModel, preset_config
-from lmforge.tokenizers import Tokenizer
-
-out = sys.argv[1]
-tokenizer = Tokenizer.from_dir(f"{out}/tokenizer")
-torch.manual_seed(0)
-d, dk, heads, ff = 128, 32, 4, 512
-config = preset_config(
-    "t5-tiny", vocab_size=len(tokenizer), hidden_size=d, num_heads=heads, head_dim=dk,
-    intermediate_size=ff, dropout=0.0, pad_token_id=tokenizer.pad_token_id,
-    eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-)
-model = TransformerModel(config)
-std = {
-    "embeddings.token.weight": 1.0, "q_proj.weight": (d * dk) ** -0.5, "k_proj.weight": d**-0.5,
-    "v_proj.weight": d**-0.5, "o_proj.weight": (heads * dk) ** -0.5, "up_proj.weight": d**-0.5,
-    "down_proj.weight": ff**-0.5, "relative.bias.weight": d**-0.5,
-}
-with torch.no_grad():
-    for name, param in model.named_parameters():
-        for suffix, value in std.items():
-            if name.endswith(suffix):
-                param.normal_(0.0, value)
-lmforge.save(model, f"{out}/init", tokenizer)
-PY
+# A fresh T5 (T5's own initialisation: unit-variance embeddings, fan-in-scaled projections).
+lmforge init --preset t5-tiny --tokenizer "$OUT/tokenizer" --out "$OUT/init" --seed 0 \
+  hidden_size=128 num_heads=4 head_dim=32 intermediate_size=512 dropout=0.0
 
 # 3. Fine-tune: teacher forcing, length-bucketed batches of 32 (2,400 steps = 3.1 epochs), AdamW
 #    5e-3 with linear warmup (6%) and decay; validation = greedy chrF on the first 300 validation

@@ -466,6 +466,50 @@ def pretrain(
         )
 
 
+@app.command("init")
+def init_cmd(
+    preset: Annotated[
+        str, typer.Option("--preset", help="Model preset (bert-tiny, gpt2-124m, t5-tiny, ...).")
+    ],
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            "--tokenizer", help="Tokenizer dir (lmforge tokenizer train), model dir, asset or gpt2-bpe."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint dir to write (lmforge.load reads it).")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random initialisation.")] = 0,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Model config fields such as hidden_size=128 num_layers=2 head=causal_lm."),
+    ] = None,
+) -> None:
+    """Write a freshly initialised model for a trained tokenizer (vocabulary and special ids wired),
+    to fine-tune from scratch (e.g. a small T5 for `lmforge finetune --task seq2seq`)."""
+    import torch
+    import yaml
+
+    from lmforge.models import TransformerModel
+    from lmforge.models.checkpoint import save
+    from lmforge.models.registry import preset_for_tokenizer
+
+    fields: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LmforgeError(f"override {item!r}: use FIELD=VALUE, e.g. hidden_size=128")
+        fields[key.strip()] = yaml.safe_load(value)
+    tok = _load_tokenizer(tokenizer)
+    config = preset_for_tokenizer(preset, tok, **fields)
+    torch.manual_seed(seed)
+    model = TransformerModel(config)
+    save(model, out, tok)
+    console.print(
+        f"{config.family} {preset}: {model.num_parameters():,} parameters, vocabulary {config.vocab_size:,} "
+        f"-> [bold]{out}[/bold]"
+    )
+
+
 baseline_app = typer.Typer(
     help="Classic baselines (TF-IDF, n-gram LMs, word2vec/GloVe, TextCNN/BiLSTM); `baseline compare` tabulates runs."
 )

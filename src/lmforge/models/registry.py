@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.models import bert, gpt2, llama, t5
@@ -45,3 +48,38 @@ def preset_config(name: str, **overrides: object) -> ModelConfig:
     if name not in table:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(table))}")
     return table[name].preset(name, **overrides)
+
+
+def preset_for_tokenizer(name: str, tokenizer: Any, **overrides: object) -> ModelConfig:
+    """A preset sized and wired for ``tokenizer``: its vocabulary and its pad / bos / eos ids.
+
+    Encoder-only presets take ``[CLS]`` / ``[SEP]`` as bos / eos when the tokenizer has no
+    ``<s>`` / ``</s>``; T5 starts decoding at the pad id; RoBERTa counts positions from
+    ``pad + 1``. ``overrides`` (``hidden_size=128``, ``num_layers=2``, ``head="causal_lm"`` ...)
+    apply last; an unknown field is a :class:`ConfigError` naming it.
+    """
+    base = preset_config(name)
+
+    def token_id(role: str) -> int | None:
+        token = tokenizer.special_tokens.get(f"{role}_token")
+        return None if token is None else tokenizer.backend.token_to_id(token)
+
+    pad = token_id("pad")
+    fields: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": pad,
+        "bos_token_id": token_id("bos") if token_id("bos") is not None else token_id("cls"),
+        "eos_token_id": token_id("eos") if token_id("eos") is not None else token_id("sep"),
+    }
+    if base.is_encoder_decoder:
+        fields["decoder_start_token_id"] = pad if pad is not None else 0
+    if base.positions_from_padding and pad is not None:
+        fields["position_offset"] = pad + 1
+    fields.update(overrides)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown model config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return preset_config(name, **fields)
