@@ -8,7 +8,6 @@ the default early-stopping metric is ``loss``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from lmforge.data.augment import TextAugmenter
 from lmforge.data.chat import ChatData
 from lmforge.data.lm import LMData
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text
 from lmforge.models.checkpoint import LoadedModel, load
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.augmentation import augment_training
@@ -32,6 +30,7 @@ from lmforge.train.finetune import (
     prepare_model,
     require_tokenizer,
     seed_everything,
+    write_run_report,
 )
 from lmforge.train.task_sources import TaskSource, pad_id
 
@@ -113,15 +112,10 @@ def run_causal_finetune(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, [],
         validation=val_split, evaluator=evaluator, on_evaluate=on_evaluate,
     )  # fmt: skip
-    report.update(
-        model=str(model),
-        data=train.source,
-        validation=None if val is None else val.source,
-        encoding={"train": train_info, "validation": val_info},
-        augmented=train.info.get("augmented", 0),
-    )
-    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    return report
+    return write_run_report(
+        out_dir, report, model, train.source, None if val is None else val.source,
+        encoding={"train": train_info, "validation": val_info}, augmented=train.info.get("augmented", 0),
+    )  # fmt: skip
 
 
 def predict_causal_dataset(

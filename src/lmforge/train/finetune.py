@@ -51,7 +51,15 @@ from lmforge.train.task_sources import (
     to_tensors,
 )
 
-__all__ = ["Evaluator", "FinetuneConfig", "default_evaluator", "finetune_model", "predict", "save_finetuned"]
+__all__ = [
+    "Evaluator",
+    "FinetuneConfig",
+    "default_evaluator",
+    "finetune_model",
+    "predict",
+    "save_finetuned",
+    "write_run_report",
+]
 
 FinetuneTask = Literal["classification", "token-classification", "seq2seq", "lm", "chat", "qa"]
 #: ``evaluator(task, outputs, references, label_names) -> metrics``; outputs are logits [N, C]
@@ -571,6 +579,21 @@ def finetune_model(
         "label_names": list(label_names),
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def write_run_report(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    model: str | Path,
+    data: str,
+    validation: str | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Add what a runner knows (model, data and validation sources, task extras) to ``report`` and
+    rewrite ``out_dir/report.json``; returns the report."""
+    report.update(model=str(model), data=data, validation=validation, **fields)
+    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report
 
 

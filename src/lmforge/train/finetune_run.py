@@ -43,6 +43,7 @@ from lmforge.train.finetune import (
     prepare_model,
     require_tokenizer,
     seed_everything,
+    write_run_report,
 )
 from lmforge.train.resample import resample_indices
 from lmforge.train.task_sources import (
@@ -187,9 +188,7 @@ def run_finetune(
         validation=val_split_data, evaluator=evaluator, on_evaluate=on_evaluate,
         train_labels=train_split.references if config.task == "classification" else None,
     )  # fmt: skip
-    report.update(model=str(model), data=train.source, validation=None if val is None else val.source)
-    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    return report
+    return write_run_report(out_dir, report, model, train.source, None if val is None else val.source)
 
 
 def stratified_folds(labels: Sequence[int], k: int, seed: int = 0) -> list[np.ndarray]:

@@ -11,13 +11,11 @@ windowing and decoding settings are stored in the checkpoint's ``config.extra["q
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.data import QAData, TaskDataConfig, load_task_data
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text
 from lmforge.models.checkpoint import LoadedModel, load
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.finetune import (
@@ -29,6 +27,7 @@ from lmforge.train.finetune import (
     prepare_model,
     require_tokenizer,
     seed_everything,
+    write_run_report,
 )
 from lmforge.train.qa import QAConfig, QASource, encode_qa, predict_qa
 from lmforge.train.task_sources import pad_id
@@ -117,17 +116,11 @@ def run_finetune_qa(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, [],
         validation=val_split, evaluator=evaluator, on_evaluate=on_evaluate,
     )  # fmt: skip
-    report.update(
-        model=str(model),
-        data=train.source,
-        validation=None if val is None else val.source,
-        train_questions=len(train),
-        train_windows=train_split.source.num_examples,
-        validation_windows=None if val_split is None else val_split.source.num_examples,
-        version_2=qa.version_2,
-    )
-    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    return report
+    return write_run_report(
+        out_dir, report, model, train.source, None if val is None else val.source,
+        train_questions=len(train), train_windows=train_split.source.num_examples,
+        validation_windows=None if val_split is None else val_split.source.num_examples, version_2=qa.version_2,
+    )  # fmt: skip
 
 
 def predict_qa_dataset(

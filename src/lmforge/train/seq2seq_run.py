@@ -12,7 +12,6 @@ model on a split for ``lmforge evaluate``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from lmforge.data import TASK_DATASETS, TaskDataConfig, load_task_data
 from lmforge.data.augment import TextAugmenter
 from lmforge.data.seq2seq import Seq2SeqData
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text
 from lmforge.models.checkpoint import LoadedModel, load
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.augmentation import augment_training
@@ -35,6 +33,7 @@ from lmforge.train.finetune import (
     prepare_model,
     require_tokenizer,
     seed_everything,
+    write_run_report,
 )
 from lmforge.train.seq2seq import Seq2SeqSource, encode_seq2seq, predict_seq2seq
 from lmforge.train.task_sources import pad_id
@@ -159,15 +158,10 @@ def run_seq2seq_finetune(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, [],
         validation=val_split, evaluator=evaluator or exact_match_evaluator, on_evaluate=on_evaluate,
     )  # fmt: skip
-    report.update(
-        model=str(model),
-        data=train.source,
-        validation=None if val is None else val.source,
-        validation_examples=None if val is None else len(val),
-        augmented=train.info.get("augmented", 0),
-    )
-    atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-    return report
+    return write_run_report(
+        out_dir, report, model, train.source, None if val is None else val.source,
+        validation_examples=None if val is None else len(val), augmented=train.info.get("augmented", 0),
+    )  # fmt: skip
 
 
 def predict_seq2seq_dataset(
