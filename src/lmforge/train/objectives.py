@@ -233,6 +233,31 @@ def normalisers(batch: dict[str, np.ndarray], kind: str) -> tuple[float, float]:
     return float(max(lm, 1)), float(max(sentence, 1))
 
 
+def shuffled_context(batch: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """A masked-LM batch with word order destroyed: the control of the order diagnostic.
+
+    In each row the tokens between the first and the last real position (``[CLS]`` ... ``[SEP]``
+    stay) are permuted; labels and token types move with their tokens, so every masked token is
+    still scored, only its neighbours change. A model that predicts masked tokens as well from
+    the shuffled rows as from the real ones ignores word order (a bag of words), whatever its
+    loss says. ``seed`` fixes the permutations.
+    """
+    rng = np.random.default_rng(seed)
+    out = {k: v.copy() for k, v in batch.items()}
+    lengths = (
+        batch["attention_mask"].sum(axis=1)
+        if "attention_mask" in batch
+        else np.full(len(batch["input_ids"]), batch["input_ids"].shape[1])
+    )
+    for row, length in enumerate(lengths):
+        inner = np.arange(1, int(length) - 1)
+        order = rng.permutation(inner)
+        for key in ("input_ids", "labels", "token_type_ids"):
+            if key in out:
+                out[key][row, inner] = batch[key][row, order]
+    return out
+
+
 class PretrainingLoss(nn.Module):
     """A model plus its objective's loss; distributed wrappers and ``torch.compile`` wrap this.
 

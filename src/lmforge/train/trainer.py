@@ -31,7 +31,7 @@ from lmforge.train import distributed as dist_utils
 from lmforge.train.build import DataBundle, batch_tokens, example_sources, model_config, resolve_specials
 from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLog, ProgressDisplay
-from lmforge.train.objectives import STAT_NAMES, PretrainingLoss, normalisers
+from lmforge.train.objectives import STAT_NAMES, PretrainingLoss, normalisers, shuffled_context
 from lmforge.train.optim import build_optimizer, learning_rate, set_learning_rate
 from lmforge.train.precision import autocast, resolve_precision
 
@@ -179,13 +179,18 @@ class Trainer:
             return {}
         count = min(self.config.eval_batches, max(1, source.num_examples // batch_size))
         stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=self.runtime.device)
+        masked = self.config.objective.kind == "masked_lm"
+        shuffled = torch.zeros_like(stats)  # masked LM: the same batches with word order destroyed
         self.wrapped.eval()
         try:
             for index in range(count):
-                for micro in self._micro_batches(source.eval_batch(index, batch_size)):
-                    with self._autocast():
-                        _, micro_stats = self.forward(micro)
-                    stats += micro_stats
+                batch = source.eval_batch(index, batch_size)
+                controls = [(batch, stats)] + ([(shuffled_context(batch, index), shuffled)] if masked else [])
+                for rows, total in controls:
+                    for micro in self._micro_batches(rows):
+                        with self._autocast():
+                            _, micro_stats = self.forward(micro)
+                        total += micro_stats
         finally:
             self.wrapped.train()
         dist_utils.all_reduce_sum(stats, self.runtime)
@@ -195,6 +200,9 @@ class Trainer:
             "val_perplexity": math.exp(min(terms["lm_loss"], 80.0)),
             "val_accuracy": float(stats[2] / stats[1].clamp(min=1)),
         }
+        if masked:  # how much of the accuracy needs word order (~0: the model is a bag of words)
+            dist_utils.all_reduce_sum(shuffled, self.runtime)
+            result["val_accuracy_shuffled"] = float(shuffled[2] / shuffled[1].clamp(min=1))
         if "sentence_loss" in terms:
             result["val_lm_loss"] = terms["lm_loss"]
             result["val_sentence_loss"] = terms["sentence_loss"]
