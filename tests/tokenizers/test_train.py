@@ -117,6 +117,8 @@ def test_wordpiece_splits_cjk_characters_and_keeps_the_budget(chinese: list[str]
     assert tokens == list(text)  # one token per character, no "##" continuation
     # A character outside the budget is [UNK], not an error.
     assert tokenizer.backend.encode("龘", add_special_tokens=False).tokens == ["[UNK]"]
+    # Full-width punctuation is NFKC-folded as `lmforge data prepare` folds the corpus.
+    assert tokenizer.encode("好，好！") == tokenizer.encode("好,好!")
 
 
 def test_bpe_and_unigram_round_trip_chinese(chinese: list[str]) -> None:

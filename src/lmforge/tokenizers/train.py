@@ -102,9 +102,16 @@ class TokenizerTrainConfig:
 def _normalizer(config: TokenizerTrainConfig) -> normalizers.Normalizer | None:
     family = config.resolved_family
     if family == "bert":
-        # BERT's own normalizer: CJK characters padded with spaces, control characters dropped.
-        return normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=config.lowercase
+        # NFKC first, as `lmforge data prepare` cleans the corpus (full-width "，" is "," there, so raw
+        # text at inference would otherwise meet [UNK]); then BERT's own normalizer: CJK characters
+        # padded with spaces, control characters dropped.
+        return normalizers.Sequence(
+            [
+                normalizers.NFKC(),
+                normalizers.BertNormalizer(
+                    clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=config.lowercase
+                ),
+            ]
         )
     steps: list[normalizers.Normalizer] = []
     if family in ("t5", "albert"):
