@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -464,6 +466,20 @@ def pretrain(
             f"{report['steps']} steps, val loss {report['final_val_loss']:.4f}, perplexity "
             f"{report['val_perplexity']:.2f}, {report['tokens_per_second']:,.0f} tokens/s -> [bold]{out}[/bold]"
         )
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` (when given) for the block, then restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @app.command("init")
@@ -1037,6 +1053,7 @@ def evaluate_cmd(
         int, typer.Option("--mc-dropout", help="Classifiers: N stochastic passes with dropout on, averaged.")
     ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots
     (seq2seq: greedy predictions, BLEU / chrF ..., and predictions.jsonl). Classifiers can be
@@ -1049,16 +1066,17 @@ def evaluate_cmd(
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
     members = [model, *(m.strip() for m in (ensemble or "").split(",") if m.strip())]
-    if len(members) > 1 or mc_dropout:
-        from lmforge.calibrate.bayesian import predict_classifier_dataset
+    with _torch_threads(threads):
+        if len(members) > 1 or mc_dropout:
+            from lmforge.calibrate.bayesian import predict_classifier_dataset
 
-        result = predict_classifier_dataset(
-            members, data, split, data_config, mc_passes=mc_dropout, batch_size=batch_size, seed=seed
-        )
-    else:
-        result = predict_dataset(
-            model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
-        )
+            result = predict_classifier_dataset(
+                members, data, split, data_config, mc_passes=mc_dropout, batch_size=batch_size, seed=seed
+            )
+        else:
+            result = predict_dataset(
+                model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
+            )
     task, names = result["task"], result["label_names"]
     log = Path(model) / "metrics.jsonl"
     log_arg = log if log.is_file() else None

@@ -340,14 +340,27 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_evaluate_as_deep_ensemble_and_with_mc_dropout(workspace: Path, tmp_path: Path) -> None:
     runs = [tmp_path / f"seed{seed}" for seed in (0, 1)]
+    threads = torch.get_num_threads()
     for seed, run in enumerate(runs):
         invoke(
             "finetune", "--task", "classification", "--model", workspace / "tiny", "--data", workspace / "train.csv",
             *COMMON, "--out", run, "--max-steps", "6", "--lr", "3e-3", "--dropout", "0.2", "--seed", seed,
             "--threads", "1",
         )  # fmt: skip
-        invoke("evaluate", "--model", run, "--data", workspace / "test.csv", *COMMON, "--out", run / "eval")
+        invoke(
+            "evaluate",
+            "--model",
+            run,
+            "--data",
+            workspace / "test.csv",
+            *COMMON,
+            "--out",
+            run / "eval",
+            "--threads",
+            "1",
+        )
     single = [np.load(run / "eval" / "logits.npz")["logits"] for run in runs]
+    assert torch.get_num_threads() == threads  # evaluate --threads 1 restores the caller's setting
 
     ensemble = tmp_path / "ensemble"
     invoke("evaluate", "--model", runs[0], "--ensemble", runs[1], "--data", workspace / "test.csv", *COMMON,
