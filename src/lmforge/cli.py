@@ -1103,15 +1103,9 @@ def evaluate_cmd(
             metrics_log=log_arg, extra=predictive,
         )  # fmt: skip
         if "uncertainty" in result:
-            import numpy as np
+            from lmforge.fileio import atomic_save_npz
 
-            from lmforge.fileio import atomic_write
-
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
-                    np.savez(f, **result["uncertainty"])
-
-            atomic_write(out / "uncertainty.npz", write)
+            atomic_save_npz(out / "uncertainty.npz", **result["uncertainty"])
     else:
         metrics = evaluate_predictions(
             task, result["outputs"], result["references"], names, out_dir=out, metrics_log=log_arg

@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _read_umask() -> int:
@@ -44,5 +45,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_write(path, write)
+
+
+def atomic_save_npz(path: str | Path, **arrays: Any) -> Path:
+    """Write ``arrays`` to an ``.npz`` at ``path`` atomically (``np.load(path)`` reads them back)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+            np.savez(f, **arrays)
 
     return atomic_write(path, write)

@@ -197,6 +197,7 @@ def predict_classifier_dataset(
         (``predictive_entropy``, ``mutual_information``, [N] nats).
     """
     from lmforge.train.finetune_run import load_finetuned, load_split
+    from lmforge.train.task_sources import to_tensors
 
     if not models:
         raise CalibrationError("no checkpoints given")
@@ -223,7 +224,7 @@ def predict_classifier_dataset(
             raise CalibrationError(f"{model_path}: its labels of {data} differ from the first member's")
         names, references = labels, list(split_data.references)
         batches = (
-            {"labels": torch.as_tensor(split_data.references[i[0] : i[-1] + 1]), **_tensors(split_data, i)}
+            to_tensors(split_data.source.collate(i, np.random.default_rng(0)), torch.device("cpu"))
             for i in split_data.source.ordered_batches(batch_size)
         )
         if mc_passes:
@@ -255,8 +256,3 @@ def predict_classifier_dataset(
             "mutual_information": predictive.mutual_information(),
         },
     }
-
-
-def _tensors(split_data: Any, indices: np.ndarray) -> dict[str, torch.Tensor]:
-    batch = split_data.source.collate(indices, np.random.default_rng(0))
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items() if k in MODEL_INPUTS}

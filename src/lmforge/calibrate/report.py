@@ -32,7 +32,7 @@ from lmforge.evaluate.calibration_metrics import (
     ece_noise_floor,
     reliability_bins,
 )
-from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.fileio import atomic_write_bytes, atomic_write_text
 
 TABLE_METRICS = ("accuracy", "ece", "mce", "nll", "brier", "ece_quantile", "classwise_ece", "ace", "auroc")
 
@@ -108,13 +108,6 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     return _png(fig)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(data)
-
-    atomic_write(path, write)
 
 
 def _finite(value: Any) -> Any:
@@ -220,7 +213,7 @@ def write_report(
         for kind, draw in (("reliability", reliability_diagram), ("confidence", confidence_histogram)):
             png = draw(p, labels, n_bins, f"{kind}: {label}")
             file = f"{kind}_{name}.png"
-            _write_bytes(out / file, png)
+            atomic_write_bytes(out / file, png)
             figures.append((file, base64.b64encode(png).decode("ascii")))
     metrics["figures"] = [file for file, _ in figures]
     atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=2, allow_nan=False) + "\n")

@@ -45,7 +45,7 @@ from lmforge.evaluate.classification import classification_metrics, multilabel_m
 from lmforge.evaluate.generation import generation_metrics, perplexity_metrics
 from lmforge.evaluate.qa import squad_metrics
 from lmforge.evaluate.sequence import entity_metrics
-from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.fileio import atomic_save_npz, atomic_write_bytes, atomic_write_text
 
 __all__ = ["EVAL_TASKS", "evaluate_predictions", "save_logits", "write_evaluation"]
 
@@ -173,19 +173,7 @@ def save_logits(path: str | Path, logits: Any, labels: Any, label_names: Sequenc
         raise EvaluationError(
             f"logits {z.shape}, labels {y.shape} and {len(label_names)} label names disagree"
         )
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
-            np.savez(f, logits=z, labels=y, label_names=np.asarray(list(label_names), dtype=str))
-
-    return atomic_write(path, write)
-
-
-def _write_png(path: Path, data: bytes) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_bytes(data)
-
-    atomic_write(path, write)
+    return atomic_save_npz(path, logits=z, labels=y, label_names=np.asarray(list(label_names), dtype=str))
 
 
 def _summary_html(metrics: dict[str, Any], figures: dict[str, bytes], title: str) -> str:
@@ -265,7 +253,7 @@ def write_evaluation(
         if curves is not None:
             figures["learning_curves"] = curves
     for name, data in figures.items():
-        _write_png(out / f"{name}.png", data)
+        atomic_write_bytes(out / f"{name}.png", data)
         written[name] = str(out / f"{name}.png")
     clean = _finite(metrics)
     atomic_write_text(out / "metrics.json", json.dumps(clean, indent=2, ensure_ascii=False) + "\n")

@@ -59,17 +59,12 @@ def preset_for_tokenizer(name: str, tokenizer: Any, **overrides: object) -> Mode
     apply last; an unknown field is a :class:`ConfigError` naming it.
     """
     base = preset_config(name)
-
-    def token_id(role: str) -> int | None:
-        token = tokenizer.special_tokens.get(f"{role}_token")
-        return None if token is None else tokenizer.backend.token_to_id(token)
-
-    pad = token_id("pad")
+    pad, bos, eos = tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
     fields: dict[str, Any] = {
         "vocab_size": len(tokenizer),
         "pad_token_id": pad,
-        "bos_token_id": token_id("bos") if token_id("bos") is not None else token_id("cls"),
-        "eos_token_id": token_id("eos") if token_id("eos") is not None else token_id("sep"),
+        "bos_token_id": bos if bos is not None else tokenizer.special_token_id("cls_token"),
+        "eos_token_id": eos if eos is not None else tokenizer.special_token_id("sep_token"),
     }
     if base.is_encoder_decoder:
         fields["decoder_start_token_id"] = pad if pad is not None else 0

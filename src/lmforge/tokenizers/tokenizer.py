@@ -88,7 +88,8 @@ class Tokenizer:
         self.model_input_names = tuple(model_input_names)
 
     # ----------------------------------------------------------------- special tokens
-    def _token_id(self, name: str) -> int | None:
+    def special_token_id(self, name: str) -> int | None:
+        """Id of the special token of role ``name`` (``"pad_token"``, ``"cls_token"`` ...), if any."""
         token = self.special_tokens.get(name)
         return None if token is None else self.backend.token_to_id(token)
 
@@ -110,22 +111,22 @@ class Tokenizer:
     @property
     def bos_token_id(self) -> int | None:
         """Id of :attr:`bos_token`, if any."""
-        return self._token_id("bos_token")
+        return self.special_token_id("bos_token")
 
     @property
     def eos_token_id(self) -> int | None:
         """Id of :attr:`eos_token` (generation stops on it), if any."""
-        return self._token_id("eos_token")
+        return self.special_token_id("eos_token")
 
     @property
     def pad_token_id(self) -> int | None:
         """Id of :attr:`pad_token`, if any."""
-        return self._token_id("pad_token")
+        return self.special_token_id("pad_token")
 
     @property
     def unk_token_id(self) -> int | None:
         """Id of the unknown token, if any."""
-        return self._token_id("unk_token")
+        return self.special_token_id("unk_token")
 
     @property
     def vocab_size(self) -> int:

@@ -69,8 +69,7 @@ def resolve_specials(data: DataBundle, config: TrainConfig) -> tuple[SpecialIds,
     if data.tokenizer is not None:
         for role in _ROLES:
             if ids[role] is None:
-                token = data.tokenizer.special_tokens.get(f"{role}_token")
-                ids[role] = data.tokenizer.backend.token_to_id(token) if token is not None else None
+                ids[role] = data.tokenizer.special_token_id(f"{role}_token")
         added = data.tokenizer.backend.get_added_tokens_decoder()
         others = tuple(sorted(i for i, token in added.items() if token.special))
     sentinels: tuple[int, ...] = ()
