@@ -16,7 +16,7 @@ import lmforge
 from lmforge.cli import app
 from lmforge.models import TransformerModel, preset_config
 from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
-from lmforge.train.finetune import FinetuneConfig, finetune_model, layerwise_groups, prepare_model
+from lmforge.train.finetune import FinetuneConfig, TaskSplit, finetune_model, layerwise_groups, prepare_model
 from lmforge.train.finetune_run import make_split, stratified_folds
 
 runner = CliRunner()
@@ -165,7 +165,6 @@ def test_long_sentences_are_split_at_word_boundaries(workspace: Path) -> None:
     labels = [lab for item in items if item["example"] == [0] for lab in item["labels"] if lab != -100]
     assert labels == tags[0]
     model = lmforge.load(workspace / "tiny", head="token_classification", num_labels=3).model
-    from lmforge.train.finetune import TaskSplit
     from lmforge.train.task_sources import TaskSource
 
     split = TaskSplit(TaskSource(items, None, 0, 0), tags, [21, 1])
@@ -201,6 +200,19 @@ def test_stratified_folds_are_disjoint_and_stratified() -> None:
     assert [f.tolist() for f in stratified_folds(labels, 5, seed=3)] == [f.tolist() for f in folds]
 
 
+def _train_split(workspace: Path, tokenizer: object) -> TaskSplit:
+    """The tiny train.csv tokenised at 32 tokens for the in-process fine-tuning tests."""
+    from lmforge.data import load_classification
+
+    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
+    return make_split("classification", data, tokenizer, 32, 0)  # type: ignore[arg-type]
+
+
+def _assert_weights_equal(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    for name, value in expected.items():
+        torch.testing.assert_close(saved[name], value)
+
+
 def test_early_stopping_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) -> None:
     loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
     assert loaded.tokenizer is not None
@@ -216,10 +228,7 @@ def test_early_stopping_keeps_the_best_checkpoint(workspace: Path, tmp_path: Pat
     )
     config.optim.lr = 1e-2
     prepare_model(loaded.model, config)
-    from lmforge.data import load_classification
-
-    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
-    split = make_split("classification", data, loaded.tokenizer, 32, 0)
+    split = _train_split(workspace, loaded.tokenizer)
     scores = iter([0.2, 0.7, 0.5, 0.6, 0.9])  # best at the 2nd evaluation, then 2 worse: stop
     snapshots = []
 
@@ -232,8 +241,7 @@ def test_early_stopping_keeps_the_best_checkpoint(workspace: Path, tmp_path: Pat
     )
     assert report["stopped_early"] and report["steps"] == 8 and report["best"]["step"] == 4
     saved = lmforge.load(tmp_path).model.state_dict()
-    for name, value in snapshots[1].items():
-        torch.testing.assert_close(saved[name], value)
+    _assert_weights_equal(saved, snapshots[1])
     assert (saved["classifier.linear.weight"] - snapshots[-1]["classifier.linear.weight"]).abs().max() > 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2, 4, 6, 8]
@@ -273,10 +281,7 @@ def test_interrupt_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) ->
         max_steps=40, batch_size=8, eval_every=2, metric="score", progress=False, threads=1, max_length=32
     )
     config.optim.lr = 1e-2
-    from lmforge.data import load_classification
-
-    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
-    split = make_split("classification", data, loaded.tokenizer, 32, 0)  # type: ignore[arg-type]
+    split = _train_split(workspace, loaded.tokenizer)
     snapshots = []
 
     def evaluator(task: str, outputs: object, references: object, names: object) -> dict[str, float]:
@@ -290,8 +295,7 @@ def test_interrupt_keeps_the_best_checkpoint(workspace: Path, tmp_path: Path) ->
     )
     assert report["interrupted"] and report["steps"] == 6 and report["best"]["step"] == 4
     saved = lmforge.load(tmp_path).model.state_dict()
-    for name, value in snapshots[1].items():
-        torch.testing.assert_close(saved[name], value)
+    _assert_weights_equal(saved, snapshots[1])
     with pytest.raises(KeyboardInterrupt):  # no validated checkpoint yet: the interrupt stands
         snapshots.clear()
         config.eval_every = 100
@@ -313,10 +317,7 @@ def _train_losses(workspace: Path, run: Path, precision: str) -> tuple[list[floa
         precision=precision,  # type: ignore[arg-type]
     )
     config.optim.lr = 1e-3
-    from lmforge.data import load_classification
-
-    data = load_classification(workspace / "train.csv", text_column="review", label_column="stars")
-    split = make_split("classification", data, loaded.tokenizer, 32, 0)  # type: ignore[arg-type]
+    split = _train_split(workspace, loaded.tokenizer)
     report = finetune_model(loaded.model, loaded.tokenizer, split, run, config, ["1", "5"], split)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if r["kind"] == "train"], report
