@@ -32,13 +32,15 @@ for seed in "${SEEDS[@]}"; do
   [ -f "$OUT/classifier-s$seed/model.safetensors" ] || pending+=("$seed")
 done
 for ((i = 0; i < ${#pending[@]}; i += 2)); do
+  pids=()
   for seed in "${pending[@]:i:2}"; do
     lmforge finetune --task classification --model "$ENCODER" --data zh-sentiment \
       --out "$OUT/classifier-s$seed" --max-length 256 --lr 2e-4 --batch-size 32 --epochs 3 --dropout 0.1 \
       --metric accuracy --eval-every 200 --patience 4 --precision bf16 --threads 1 --seed "$seed" \
       >"$OUT/classifier-s$seed.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  for pid in "${pids[@]}"; do wait "$pid"; done  # a failed fine-tune stops the script
 done
 
 for seed in "${SEEDS[@]}"; do
