@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmforge.errors import LmforgeError
+from lmforge.runtime import torch_threads
 
 app = typer.Typer(help="lmforge: build, train, calibrate and serve language models.", no_args_is_help=True)
 assets_app = typer.Typer(
@@ -466,20 +465,6 @@ def pretrain(
             f"{report['steps']} steps, val loss {report['final_val_loss']:.4f}, perplexity "
             f"{report['val_perplexity']:.2f}, {report['tokens_per_second']:,.0f} tokens/s -> [bold]{out}[/bold]"
         )
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU thread count set to ``threads`` (when given) for the block, then restored."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @app.command("init")
@@ -1066,7 +1051,7 @@ def evaluate_cmd(
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
     members = [model, *(m.strip() for m in (ensemble or "").split(",") if m.strip())]
-    with _torch_threads(threads):
+    with torch_threads(threads):
         if len(members) > 1 or mc_dropout:
             from lmforge.calibrate.bayesian import predict_classifier_dataset
 

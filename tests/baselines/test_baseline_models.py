@@ -45,13 +45,7 @@ def toy_texts(n: int, seed: int) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # Tiny models on a shared 2-core machine run several times faster on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("classifier", ["lr", "nb", "svm"])

@@ -55,13 +55,7 @@ CORPUS = [
 ] * 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models run many small ops; on a shared, oversubscribed CPU extra threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bpe_tokenizer(vocab_size: int = 400) -> Tokenizer:

@@ -11,14 +11,7 @@ from lmforge.train.collators import IGNORE_INDEX
 from lmforge.train.length_groups import length_grouped_batch
 from lmforge.train.task_sources import TaskLoss, TaskSource, to_tensors
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """Tiny matrices: a second thread only adds contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(num_labels: int, head: str) -> TransformerModel:

@@ -32,6 +32,7 @@ from lmforge.data.clean import assign_split
 from lmforge.errors import ConfigError
 from lmforge.evaluate import evaluate_predictions, write_evaluation
 from lmforge.evaluate.calibration_metrics import probs_from_logits
+from lmforge.runtime import torch_threads
 
 __all__ = ["CLASSIFIER_KINDS", "KINDS", "LM_KINDS", "TAGGER_KINDS", "BaselineConfig", "run_baseline"]
 
@@ -149,15 +150,11 @@ def run_baseline(config: BaselineConfig, progress: Progress | None = None) -> di
     Raises:
         ConfigError: an invalid setting. DataError: unreadable or malformed data.
     """
-    import torch
 
     config.validate()
     say = progress or (lambda line: None)
-    threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     arrays: dict[str, Any] = {}
-    try:
+    with torch_threads(config.threads):
         if config.kind in LM_KINDS:
             metrics = _run_lm(config, say)
         elif config.kind in TAGGER_KINDS:
@@ -166,8 +163,6 @@ def run_baseline(config: BaselineConfig, progress: Progress | None = None) -> di
             metrics = run_copy(config, say)
         else:
             metrics, arrays = _run_classifier(config, say)
-    finally:
-        torch.set_num_threads(threads)
     metrics = {"name": config.kind, "kind": config.kind, **metrics, "task": config.task}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     metrics = json.loads(json.dumps({**metrics, "settings": settings, "versions": _versions()}, default=str))

@@ -8,8 +8,6 @@ second-order optimisation converges in a few dozen iterations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,18 +16,7 @@ import torch.nn.functional as F
 
 from lmforge.calibrate.base import Calibrator, OneVsRestCalibrator, softmax
 from lmforge.errors import CalibrationError
-
-
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread: these full-batch problems are [N, C] with small C, where
-    thread start-up and spinning cost more than they save (10-20x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from lmforge.runtime import torch_threads
 
 
 def _lbfgs(
@@ -85,7 +72,9 @@ class _ScalingCalibrator(Calibrator):
         z = torch.from_numpy(logits)
         y = torch.from_numpy(labels)
         self.tensors = {k: v.requires_grad_(True) for k, v in self._init(z.shape[1]).items()}
-        with _single_thread():
+        # One intra-op thread: these full-batch problems are [N, C] with small C, where thread start-up
+        # and spinning cost more than they save (10-20x slower on a busy 2-core machine).
+        with torch_threads(1):
             self.final_loss = _lbfgs(
                 list(self.tensors.values()),
                 lambda: F.cross_entropy(self._transform(z), y) + self._penalty(),

@@ -34,6 +34,7 @@ from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
 from lmforge.models.checkpoint import LoadedModel, save
+from lmforge.runtime import torch_threads
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.causal_lm import CAUSAL_TASKS, causal_metrics, predict_causal
 from lmforge.train.config import OptimConfig
@@ -425,9 +426,6 @@ def finetune_model(
             f"max_length {config.max_length} is longer than the model's {positions} learned positions; "
             f"use --max-length {positions} or less"
         )
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
     evaluator = evaluator or default_evaluator
     model.config.extra["id2label"] = list(label_names)
     model.config.extra["task"] = config.task
@@ -472,90 +470,92 @@ def finetune_model(
     def backward(loss: torch.Tensor) -> None:
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
-    try:
-        grouped = (
-            config.length_groups > 1
-            and isinstance(train.source, TaskSource)
-            and config.task in ("classification", "token-classification")
-        )
-        while step < max_steps:
-            tick = time.perf_counter()
-            lr = learning_rate(step, max_steps, optim)
-            set_learning_rate(optimizer, lr)
-            if grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
-                loss_value = 0.0
-                parts = length_grouped_batch(
-                    train.source, step, config.batch_size, config.length_groups, config.task, weights
-                )
-                for part, share in parts:
-                    with autocast(precision, device):
-                        loss, _ = loss_module(to_tensors(part, device))
-                    loss_value += float(loss.detach()) * share
-                    backward(loss * share)
-            else:
-                batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
-                with autocast(precision, device):
-                    loss, _ = loss_module(batch)
-                loss_value = float(loss.detach())
-                backward(loss)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if optim.clip_grad_norm:
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            train_seconds += time.perf_counter() - tick
-            record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr,
-                      "epoch": train.source.epoch_of(step, config.batch_size)}  # fmt: skip
-            metrics.write(record)
-            display.step(step, f"loss {loss_value:.4f}", force_line=step % 50 == 0)
-            if validation is None or (step % eval_every and step != max_steps):
-                continue
-            outputs, val_loss = predict(model, validation, config.task, max(config.batch_size, 32))
-            last_eval = {
-                "step": step,
-                "loss": val_loss,
-                **evaluator(config.task, outputs, validation.references, label_names),
-            }
-            metrics.write(
-                {"kind": "eval", **{k: v for k, v in last_eval.items() if isinstance(v, (int, float))}}
+    with torch_threads(config.threads):  # config.threads applies to this run only
+        try:
+            grouped = (
+                config.length_groups > 1
+                and isinstance(train.source, TaskSource)
+                and config.task in ("classification", "token-classification")
             )
-            if config.metric not in last_eval:
-                raise ConfigError(
-                    f"metric {config.metric!r} is not among the validation metrics {sorted(last_eval)}"
-                )
-            value = float(last_eval[config.metric])
-            display.print(f"step {step}: val {config.metric} {value:.4f}  val loss {val_loss:.4f}")
-            if on_evaluate is not None:
-                on_evaluate(step, dict(last_eval))
-            if _better(value, best_value, config.metric):
-                best_value, best, stale = value, dict(last_eval), 0
-                save_finetuned(model, out / "best", tokenizer)
-            else:
-                stale += 1
-                if config.patience is not None and stale >= config.patience:
-                    stopped_early = True
-                    display.print(
-                        f"early stop at step {step}: no better {config.metric} for {stale} evaluations"
+            while step < max_steps:
+                tick = time.perf_counter()
+                lr = learning_rate(step, max_steps, optim)
+                set_learning_rate(optimizer, lr)
+                if grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
+                    loss_value = 0.0
+                    parts = length_grouped_batch(
+                        train.source, step, config.batch_size, config.length_groups, config.task, weights
                     )
-                    break
-    except KeyboardInterrupt:
-        # Ctrl-C keeps the best validation checkpoint as the run's model; without one there is
-        # nothing trustworthy to keep (the live weights may be mid-update), so the interrupt stands.
-        if best is None or not (out / "best" / "config.json").exists():
-            raise
-        interrupted = True
-        display.print(f"interrupted at step {step}: the run keeps the best checkpoint (step {best['step']})")
-    finally:
-        display.close()
-        metrics.close()
-        torch.set_num_threads(threads)
+                    for part, share in parts:
+                        with autocast(precision, device):
+                            loss, _ = loss_module(to_tensors(part, device))
+                        loss_value += float(loss.detach()) * share
+                        backward(loss * share)
+                else:
+                    batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
+                    with autocast(precision, device):
+                        loss, _ = loss_module(batch)
+                    loss_value = float(loss.detach())
+                    backward(loss)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if optim.clip_grad_norm:
+                    params = [p for group in optimizer.param_groups for p in group["params"]]
+                    torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                train_seconds += time.perf_counter() - tick
+                record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr,
+                          "epoch": train.source.epoch_of(step, config.batch_size)}  # fmt: skip
+                metrics.write(record)
+                display.step(step, f"loss {loss_value:.4f}", force_line=step % 50 == 0)
+                if validation is None or (step % eval_every and step != max_steps):
+                    continue
+                outputs, val_loss = predict(model, validation, config.task, max(config.batch_size, 32))
+                last_eval = {
+                    "step": step,
+                    "loss": val_loss,
+                    **evaluator(config.task, outputs, validation.references, label_names),
+                }
+                metrics.write(
+                    {"kind": "eval", **{k: v for k, v in last_eval.items() if isinstance(v, (int, float))}}
+                )
+                if config.metric not in last_eval:
+                    raise ConfigError(
+                        f"metric {config.metric!r} is not among the validation metrics {sorted(last_eval)}"
+                    )
+                value = float(last_eval[config.metric])
+                display.print(f"step {step}: val {config.metric} {value:.4f}  val loss {val_loss:.4f}")
+                if on_evaluate is not None:
+                    on_evaluate(step, dict(last_eval))
+                if _better(value, best_value, config.metric):
+                    best_value, best, stale = value, dict(last_eval), 0
+                    save_finetuned(model, out / "best", tokenizer)
+                else:
+                    stale += 1
+                    if config.patience is not None and stale >= config.patience:
+                        stopped_early = True
+                        display.print(
+                            f"early stop at step {step}: no better {config.metric} for {stale} evaluations"
+                        )
+                        break
+        except KeyboardInterrupt:
+            # Ctrl-C keeps the best validation checkpoint as the run's model; without one there is
+            # nothing trustworthy to keep (the live weights may be mid-update), so the interrupt stands.
+            if best is None or not (out / "best" / "config.json").exists():
+                raise
+            interrupted = True
+            display.print(
+                f"interrupted at step {step}: the run keeps the best checkpoint (step {best['step']})"
+            )
+        finally:
+            display.close()
+            metrics.close()
     if best is not None:  # the best validation weights become the run's model
         for item in (out / "best").iterdir():
             item.replace(out / item.name)

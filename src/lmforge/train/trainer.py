@@ -26,6 +26,7 @@ from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
 from lmforge.models.core import Block
+from lmforge.runtime import torch_threads
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import distributed as dist_utils
 from lmforge.train.build import DataBundle, batch_tokens, example_sources, model_config, resolve_specials
@@ -386,12 +387,9 @@ def pretrain(
         if path is None:
             raise ConfigError("no training data: pass --data DIR or set data.path in the recipe")
         data = DataBundle.from_dir(str(path))
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(config.threads):  # config.threads applies to this run only
         trainer = Trainer(config, data, out_dir)
         try:
             return trainer.run(resume=resume)
         finally:
             dist_utils.teardown(trainer.runtime)
-    finally:
-        torch.set_num_threads(threads)  # config.threads applies to this run only
