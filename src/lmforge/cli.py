@@ -343,13 +343,14 @@ def calibrate_cmd(
 
     config = CalibrateConfig(method, eval_file, out, fit, bins, cv, save_into, label_column, seed)
     metrics = run_calibration(config)
-    table = Table("probabilities", "accuracy", "ECE", "MCE", "NLL", "Brier", "ECE if calibrated (95%)")
+    table = Table("probabilities", "accuracy", "ECE", "MCE", "NLL", "Brier", "ECE if calibrated (95%)", "p")
     for name, values in [("before", metrics["before"]), *metrics["methods"].items()]:
         floor = metrics["ece_floor"][name]
         table.add_row(
             name,
             *(f"{values[k]:.4f}" for k in ("accuracy", "ece", "mce", "nll", "brier")),
             f"{floor['mean']:.4f} [{floor['low']:.4f}, {floor['high']:.4f}]",
+            f"{floor['p_value']:.3f}",
         )
     console.print(table)
     if "saved_into" in metrics:

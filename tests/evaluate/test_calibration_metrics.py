@@ -184,3 +184,22 @@ def test_ece_noise_floor_shrinks_with_samples_and_contains_a_calibrated_model() 
     assert large["low"] <= measured <= large["high"]
     with pytest.raises(CalibrationError):
         ece_noise_floor(np.zeros((0, 2)))
+
+
+def test_ece_noise_floor_p_value_separates_calibrated_from_overconfident_models() -> None:
+    # p-values of calibrated models spread over (0, 1]; an overconfident model's ECE lies beyond
+    # every resample, so its p-value is the smallest possible, 1 / (1 + R).
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2000, 2)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    p_values = []
+    for draw in range(20):
+        labels = (np.random.default_rng(draw).random((2000, 1)) >= np.cumsum(probs, axis=1)).sum(1)
+        observed = expected_calibration_error(probs, labels)
+        p_values.append(ece_noise_floor(probs, n_resamples=100, observed=observed)["p_value"])
+    assert 0.25 < np.mean(p_values) < 0.75  # ~ uniform: mean 0.5
+    assert sum(p < 0.05 for p in p_values) <= 3
+    sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(1, keepdims=True)  # same labels, T = 1/3
+    observed = expected_calibration_error(sharp, labels)
+    assert ece_noise_floor(sharp, n_resamples=100, observed=observed)["p_value"] == pytest.approx(1 / 101)
+    assert "p_value" not in ece_noise_floor(probs, n_resamples=10)

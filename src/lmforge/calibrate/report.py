@@ -138,12 +138,13 @@ def build_metrics(
     methods = {name: calibration_summary(p, labels, n_bins) for name, p in after.items()}
     best = min(methods, key=lambda name: methods[name]["ece"])
     probs = {"before": before, **after}
+    summaries = {"before": calibration_summary(before, labels, n_bins), **methods}
     return {
         "method": best if len(after) == 1 else "all",
         "n_bins": n_bins,
         "num_samples": int(labels.shape[0]),
         "num_classes": int(before.shape[1]),
-        "before": calibration_summary(before, labels, n_bins),
+        "before": summaries["before"],
         "after": methods[best],
         "best": best,
         "methods": methods,
@@ -154,8 +155,12 @@ def build_metrics(
             for name, p in probs.items()
         },
         "ci_level": 0.95,
-        # ECE of a perfectly calibrated model with the same probabilities on as many samples
-        "ece_floor": {name: ece_noise_floor(p, n_bins, n_resamples, seed=seed) for name, p in probs.items()},
+        # ECE of a perfectly calibrated model with the same probabilities on as many samples, and
+        # the p-value of the measured ECE against it
+        "ece_floor": {
+            name: ece_noise_floor(p, n_bins, n_resamples, seed=seed, observed=summaries[name]["ece"])
+            for name, p in probs.items()
+        },
         "reliability": {name: reliability_bins(p, labels, n_bins) for name, p in probs.items()},
     }
 
@@ -175,8 +180,9 @@ def _table(metrics: dict[str, Any]) -> str:
             cells.append(f"<td>{text}</td>")
         floor = metrics.get("ece_floor", {}).get(name)
         if floor:
+            p_value = f"; p = {floor['p_value']:.3f}" if "p_value" in floor else ""
             cells.append(
-                f"<td>{floor['mean']:.4f}<br><small>[{floor['low']:.4f}, {floor['high']:.4f}]</small></td>"
+                f"<td>{floor['mean']:.4f}<br><small>[{floor['low']:.4f}, {floor['high']:.4f}]{p_value}</small></td>"
             )
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>probabilities</th>{head}</tr>{''.join(body)}</table>"
