@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from lmforge.calibrate.base import Calibrator, softmax
-from lmforge.calibrate.io import load_calibrator
+from lmforge.calibrate.bayesian import mc_dropout_predict
+from lmforge.calibrate.io import load_calibrator, saved_predictive
 from lmforge.config import Head
 from lmforge.errors import CalibrationError, ConfigError, UnsupportedError
 from lmforge.models import checkpoint
@@ -29,9 +30,12 @@ Inputs = str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor | Mapping[
 @dataclass
 class CalibratedModel(LoadedModel):
     """A :class:`LoadedModel` (``.model``, ``.tokenizer``, ``.config``, ``.source``) plus the
-    calibrator saved with it (``None`` when there is none)."""
+    calibrator saved with it (``None`` when there is none) and the predictive it was fitted on
+    (``None``: one deterministic forward pass; ``{"method": "mc_dropout", "mc_passes": N, "seed": S}``:
+    N dropout passes averaged, as ``lmforge evaluate --mc-dropout N`` made them)."""
 
     calibrator: Calibrator | None = None
+    predictive: dict[str, Any] | None = None
 
     def logits(self, inputs: Inputs, batch_size: int = 32) -> np.ndarray:
         """Classifier logits [N, C] (float64) of a sequence-classification model.
@@ -42,11 +46,7 @@ class CalibratedModel(LoadedModel):
                 masked), or a ``batch_encode`` dict with ``input_ids`` and ``attention_mask``.
             batch_size: texts per forward pass.
         """
-        if self.config.head != "sequence_classification":
-            raise UnsupportedError(
-                f"{self.source}: predict_proba needs a sequence_classification model, this one has head "
-                f"{self.config.head!r}"
-            )
+        self._check_classifier()
         device = next(self.model.parameters()).device
         outputs = []
         self.model.eval()
@@ -57,9 +57,31 @@ class CalibratedModel(LoadedModel):
         return np.concatenate(outputs)
 
     def predict_proba(self, inputs: Inputs, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities [N, C]: the calibrator applied to the logits, or softmax without one."""
-        logits = self.logits(inputs, batch_size)
-        return self.calibrator.predict_proba(logits) if self.calibrator is not None else softmax(logits)
+        """Class probabilities [N, C]: the calibrator applied to the logits, or softmax without one.
+
+        A calibrator fitted on MC-dropout predictions (``predictive``) gets them here too: N seeded
+        dropout passes are averaged and their log-probabilities calibrated, the predictive that
+        ``lmforge evaluate --mc-dropout N`` gave ``lmforge calibrate`` (the masks differ with the
+        batching, the distribution does not)."""
+        if self.calibrator is None:
+            return softmax(self.logits(inputs, batch_size))
+        if self.predictive is None:
+            return self.calibrator.predict_proba(self.logits(inputs, batch_size))
+        self._check_classifier()
+        result = mc_dropout_predict(
+            self.model,
+            self._batches(inputs, batch_size),
+            int(self.predictive["mc_passes"]),
+            int(self.predictive.get("seed", 0)),
+        )
+        return self.calibrator.predict_proba(np.log(np.clip(result.probs, 1e-12, 1.0)))
+
+    def _check_classifier(self) -> None:
+        if self.config.head != "sequence_classification":
+            raise UnsupportedError(
+                f"{self.source}: predict_proba needs a sequence_classification model, this one has head "
+                f"{self.config.head!r}"
+            )
 
     def _batches(self, inputs: Inputs, batch_size: int) -> list[dict[str, torch.Tensor]]:
         if isinstance(inputs, Mapping):
@@ -120,7 +142,7 @@ def load(
             classifier's ``num_labels``.
     """
     bundle = checkpoint.load(name_or_path, head=head, num_labels=num_labels, dtype=dtype, device=device)
-    calibrator = None
+    calibrator, predictive = None, None
     path = Path(bundle.source)
     head_changed = (head is not None or num_labels is not None) and not _same_head(path, head, num_labels)
     if calibrated and path.is_dir() and not head_changed:
@@ -134,7 +156,10 @@ def load(
                 f"{path}: calibrator.json is for {calibrator.num_classes} classes but the classifier has "
                 f"num_labels = {bundle.config.num_labels}; re-run lmforge calibrate --save-into"
             )
-    return CalibratedModel(bundle.model, bundle.tokenizer, bundle.config, bundle.source, calibrator)
+        predictive = saved_predictive(path) if calibrator is not None else None
+    return CalibratedModel(
+        bundle.model, bundle.tokenizer, bundle.config, bundle.source, calibrator, predictive
+    )
 
 
 def _same_head(path: Path, head: Head | None, num_labels: int | None) -> bool:

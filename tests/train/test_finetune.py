@@ -339,6 +339,51 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def _check_shipping_an_mc_dropout_calibrator(
+    run: Path, single: Path, mc: list[Path], ensemble: Path, tmp_path: Path, workspace: Path
+) -> None:
+    """logits.npz says how it was made; calibrate refuses to mix predictives or to ship an ensemble's
+    calibrator in one checkpoint, and ships an MC-dropout one that lmforge.load then reproduces."""
+    from lmforge.calibrate.bayesian import mc_dropout_predict
+    from lmforge.calibrate.io import read_predictive
+    from lmforge.calibrate.registry import calibrator_from_state_dict
+
+    predictive = read_predictive(mc[0] / "logits.npz")
+    assert predictive is not None and (predictive["method"], predictive["mc_passes"], predictive["seed"]) == (
+        "mc_dropout", 5, 3,
+    )  # fmt: skip
+    assert read_predictive(single / "logits.npz") is None
+    mixed = ["calibrate", "--method", "temperature", "--fit", str(mc[0] / "logits.npz"),
+             "--eval", str(single / "logits.npz"), "--out", str(tmp_path / "cal-mixed")]  # fmt: skip
+    assert "evaluate both splits the same way" in str(runner.invoke(app, mixed).exception)
+    shipped_ensemble = ["calibrate", "--method", "temperature", "--fit", str(ensemble / "logits.npz"),
+                        "--eval", str(ensemble / "logits.npz"), "--out", str(tmp_path / "cal-ens"),
+                        "--save-into", str(run)]  # fmt: skip
+    assert "cannot be shipped" in str(runner.invoke(app, shipped_ensemble).exception)
+    assert not (run / "calibrator.json").exists()
+
+    invoke("calibrate", "--method", "temperature", "--fit", mc[0] / "logits.npz", "--eval", mc[1] / "logits.npz",
+           "--out", tmp_path / "cal-mc", "--save-into", run)  # fmt: skip
+    loaded = lmforge.load(run)
+    assert loaded.predictive == {"method": "mc_dropout", "mc_passes": 5, "seed": 3}
+    with (workspace / "test.csv").open(encoding="utf-8") as f:
+        texts = [row["review"] for row in csv.DictReader(f)][:8]
+    probs = loaded.predict_proba(texts)
+    np.testing.assert_array_equal(probs, loaded.predict_proba(texts))  # seeded passes
+    averaged = mc_dropout_predict(loaded.model, loaded._batches(texts, 32), 5, 3).probs
+    assert loaded.calibrator is not None
+    np.testing.assert_allclose(probs, loaded.calibrator.predict_proba(np.log(averaged)), atol=1e-12)
+    # T = 1 (six training steps leave a near-constant classifier, whose fitted T flattens everything):
+    # predict_proba is then the averaged dropout passes themselves, not the deterministic softmax
+    state = loaded.calibrator.state_dict()
+    state["arrays"] = {"log_temperature": np.zeros(1)}
+    loaded.calibrator = calibrator_from_state_dict(state)
+    np.testing.assert_allclose(loaded.predict_proba(texts), averaged, atol=1e-9)
+    assert np.abs(averaged - _softmax(loaded.logits(texts))).max() > 1e-4  # the dropout passes were run
+    (run / "calibrator.json").unlink()
+    (run / "calibrator.safetensors").unlink(missing_ok=True)
+
+
 def test_evaluate_as_deep_ensemble_and_with_mc_dropout(workspace: Path, tmp_path: Path) -> None:
     runs = [tmp_path / f"seed{seed}" for seed in (0, 1)]
     threads = torch.get_num_threads()
@@ -387,6 +432,7 @@ def test_evaluate_as_deep_ensemble_and_with_mc_dropout(workspace: Path, tmp_path
     invoke("calibrate", "--method", "temperature", "--eval", mc[0] / "logits.npz", "--cv", "2",
            "--out", tmp_path / "cal")  # fmt: skip
     assert json.loads((tmp_path / "cal" / "metrics.json").read_text())["method"] == "temperature"
+    _check_shipping_an_mc_dropout_calibrator(runs[0], runs[0] / "eval", mc, ensemble, tmp_path, workspace)
 
     bad = ["evaluate", "--model", str(runs[0]), "--data", str(workspace / "test.csv"), *COMMON,
            "--out", str(tmp_path / "bad"), "--ensemble"]  # fmt: skip

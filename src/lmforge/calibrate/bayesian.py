@@ -249,6 +249,7 @@ def predict_classifier_dataset(
             else "deep_ensemble",
             "checkpoints": [str(m) for m in models],
             "mc_passes": mc_passes,
+            "seed": seed,
             "members": int(stacked.shape[0]),
         },
         "uncertainty": {

@@ -66,6 +66,25 @@ def load_logits_file(path: str | Path, label_column: str = "label") -> tuple[np.
     return _validate(path, logits, labels)
 
 
+def read_predictive(path: str | Path) -> dict[str, Any] | None:
+    """How the predictions in a logits file were made, as ``lmforge evaluate --mc-dropout N`` /
+    ``--ensemble`` records it (``method``, ``mc_passes``, ``seed``, ``members``, ``checkpoints``);
+    None for a single deterministic forward pass or a file that does not say (CSV, ``.pt``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        return None
+    arrays = _read_npz(path)
+    if "predictive" not in arrays:
+        return None
+    try:
+        predictive = json.loads(str(arrays["predictive"]))
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{path}: field 'predictive' is not valid JSON ({exc.msg})") from None
+    if not isinstance(predictive, dict) or "method" not in predictive:
+        raise CalibrationError(f"{path}: field 'predictive' must be a JSON object with a 'method'")
+    return predictive
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -171,9 +190,15 @@ def _validate(path: Path, logits: np.ndarray, labels: np.ndarray) -> tuple[np.nd
 # -- calibrators inside checkpoints ------------------------------------------------------------
 
 
-def save_calibrator(calibrator: Calibrator, checkpoint: str | Path) -> Path:
+def save_calibrator(
+    calibrator: Calibrator, checkpoint: str | Path, predictive: dict[str, Any] | None = None
+) -> Path:
     """Store a fitted calibrator in a checkpoint directory as ``calibrator.json`` (method, params)
     plus ``calibrator.safetensors`` (arrays), each written atomically.
+
+    ``predictive`` records the predictions the calibrator was fitted on when they were not one
+    deterministic forward pass: ``{"method": "mc_dropout", "mc_passes": N, "seed": S}`` makes
+    ``lmforge.load(checkpoint).predict_proba`` run the same N dropout passes before calibrating.
 
     The tensors are written first and the JSON last: the JSON names the arrays it expects, so a
     crash between the two leaves either the old pair or a mismatch that :func:`load_calibrator`
@@ -191,6 +216,12 @@ def save_calibrator(calibrator: Calibrator, checkpoint: str | Path) -> Path:
         raise CalibrationError(
             f"{directory}: not a checkpoint directory (no config.json); save the model first"
         )
+    if predictive is not None and (predictive.get("method") != "mc_dropout" or "mc_passes" not in predictive):
+        raise CalibrationError(
+            f"{directory}: a calibrator fitted on {predictive.get('method')} predictions cannot be shipped in "
+            "one checkpoint, which cannot reproduce them; fit it on this checkpoint's own lmforge evaluate "
+            "logits (plain or --mc-dropout N)"
+        )
     state = calibrator.state_dict()
     _check_labels(directory, config_file, int(state["num_classes"]))
     arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in state["arrays"].items()}
@@ -206,6 +237,12 @@ def save_calibrator(calibrator: Calibrator, checkpoint: str | Path) -> Path:
         "arrays": sorted(arrays),
         "lmforge_version": __version__,
     }
+    if predictive is not None:
+        payload["predictive"] = {
+            "method": "mc_dropout",
+            "mc_passes": int(predictive["mc_passes"]),
+            "seed": int(predictive.get("seed", 0)),
+        }
     return atomic_write_text(directory / CALIBRATOR_JSON, json.dumps(payload, indent=2) + "\n")
 
 
@@ -221,6 +258,25 @@ def _check_labels(directory: Path, config_file: Path, num_classes: int) -> None:
             f"{directory}: the classifier has num_labels = {config['num_labels']} but the calibrator was "
             f"fitted on {num_classes} classes"
         )
+
+
+def saved_predictive(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``predictive`` a saved calibrator expects (see :func:`save_calibrator`), or None."""
+    json_file = Path(checkpoint) / CALIBRATOR_JSON
+    if not json_file.is_file():
+        return None
+    try:
+        predictive = json.loads(json_file.read_text(encoding="utf-8")).get("predictive")
+    except (json.JSONDecodeError, AttributeError):
+        return None  # load_calibrator reports an unreadable file
+    if predictive is None:
+        return None
+    if predictive.get("method") != "mc_dropout" or int(predictive.get("mc_passes", 0)) < 1:
+        raise CalibrationError(
+            f"{json_file}: field 'predictive' must be {{'method': 'mc_dropout', 'mc_passes': N >= 1, "
+            f"'seed': S}}, got {predictive}"
+        )
+    return dict(predictive)
 
 
 def load_calibrator(checkpoint: str | Path) -> Calibrator | None:

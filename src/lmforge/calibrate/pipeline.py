@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.calibrate.base import Calibrator, softmax
-from lmforge.calibrate.io import load_logits_file, save_calibrator
+from lmforge.calibrate.io import load_logits_file, read_predictive, save_calibrator
 from lmforge.calibrate.registry import CALIBRATORS, cross_val_calibrate, get_calibrator
 from lmforge.calibrate.report import write_report
 from lmforge.calibrate.scaling import TemperatureScaling
@@ -73,6 +73,26 @@ def _describe(calibrator: Calibrator) -> dict[str, Any]:
     return info
 
 
+def _describe_predictive(predictive: dict[str, Any] | None) -> str:
+    if predictive is None:
+        return "single forward pass"
+    if predictive["method"] == "mc_dropout":
+        return f"MC dropout ({predictive.get('mc_passes')} passes)"
+    return f"{predictive['method']} ({predictive.get('members')} members)"
+
+
+def _check_same_predictive(fit_path: Path, eval_path: Path) -> None:
+    """A calibrator fitted on MC-dropout or ensemble averages does not transfer to single-pass
+    logits (averaging already softens the probabilities), nor the other way round."""
+    keys = ("method", "mc_passes", "members")
+    fit, evaluated = read_predictive(fit_path), read_predictive(eval_path)
+    if (fit and {k: fit.get(k) for k in keys}) != (evaluated and {k: evaluated.get(k) for k in keys}):
+        raise CalibrationError(
+            f"{fit_path} holds {_describe_predictive(fit)} predictions but {eval_path} holds "
+            f"{_describe_predictive(evaluated)}: evaluate both splits the same way"
+        )
+
+
 def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     """Fit, evaluate, write the report (and optionally save the calibrator); returns metrics.json."""
     methods = config.methods()
@@ -95,6 +115,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
                 "give --fit VAL (the split to fit on), or --cv K to cross-validate on --eval"
             )
         fit_logits, fit_labels = load_logits_file(config.fit_path, config.label_column)
+        _check_same_predictive(config.fit_path, config.eval_path)
         if fit_logits.shape[1] != eval_logits.shape[1]:
             raise CalibrationError(
                 f"{config.fit_path} has {fit_logits.shape[1]} classes but {config.eval_path} has "
@@ -108,11 +129,12 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
         "eval": str(config.eval_path),
         "cv": config.cv,
         "calibrators": {name: _describe(c) for name, c in calibrators.items()},
+        "predictive": read_predictive(config.fit_path if config.fit_path is not None else config.eval_path),
     }
     if config.save_into is not None:
         # The shipped calibrator is the one the report recommends: the lowest test ECE.
         best = min(after, key=lambda m: expected_calibration_error(after[m], eval_labels, config.n_bins))
-        save_calibrator(calibrators[best], config.save_into)
+        save_calibrator(calibrators[best], config.save_into, extra["predictive"])
         extra["saved_into"] = {"checkpoint": str(config.save_into), "method": best}
     return write_report(
         config.out_dir,

@@ -165,15 +165,28 @@ def _classification(
     return metrics, arrays
 
 
-def save_logits(path: str | Path, logits: Any, labels: Any, label_names: Sequence[str]) -> Path:
+def save_logits(
+    path: str | Path,
+    logits: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    predictive: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``logits`` [N, C] (float32), ``labels`` [N] or [N, C] (int64) and ``label_names`` [C]
-    to an ``.npz`` atomically (no pickled objects: ``np.load(path)`` reads it)."""
+    to an ``.npz`` atomically (no pickled objects: ``np.load(path)`` reads it).
+
+    ``predictive`` (how averaged predictions were made: MC dropout, deep ensemble) is stored as a
+    JSON string under the key ``predictive``, so a calibrator fitted on these logits knows what it
+    was fitted on."""
     z, y = as_numpy(logits, np.float32), as_numpy(labels, np.int64)
     if z.ndim != 2 or y.shape[0] != z.shape[0] or len(label_names) != z.shape[1]:
         raise EvaluationError(
             f"logits {z.shape}, labels {y.shape} and {len(label_names)} label names disagree"
         )
-    return atomic_save_npz(path, logits=z, labels=y, label_names=np.asarray(list(label_names), dtype=str))
+    arrays = {"logits": z, "labels": y, "label_names": np.asarray(list(label_names), dtype=str)}
+    if predictive is not None:
+        arrays["predictive"] = np.asarray(json.dumps(dict(predictive), sort_keys=True))
+    return atomic_save_npz(path, **arrays)
 
 
 def _summary_html(metrics: dict[str, Any], figures: dict[str, bytes], title: str) -> str:
@@ -239,7 +252,11 @@ def write_evaluation(
     if "logits" in arrays:
         classes = arrays["logits"].shape[1]
         names = names or [str(k) for k in range(classes)]
-        written["logits"] = str(save_logits(out / "logits.npz", arrays["logits"], arrays["labels"], names))
+        written["logits"] = str(
+            save_logits(
+                out / "logits.npz", arrays["logits"], arrays["labels"], names, metrics.get("predictive")
+            )
+        )
     if "probs" in arrays and names is not None:
         figures["roc_curve"] = roc_curve_png(arrays["probs"], arrays["labels"], names)
         figures["pr_curve"] = pr_curve_png(arrays["probs"], arrays["labels"], names)
