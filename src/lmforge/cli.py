@@ -354,7 +354,15 @@ def calibrate_cmd(
         )
     console.print(table)
     if "saved_into" in metrics:
-        console.print(f"saved {metrics['saved_into']['method']} calibrator into [bold]{save_into}[/bold]")
+        predictive = metrics.get("predictive")
+        passes = (
+            f" (on {predictive['mc_passes']} MC-dropout passes, which predict_proba repeats)"
+            if predictive
+            else ""
+        )
+        console.print(
+            f"saved {metrics['saved_into']['method']} calibrator{passes} into [bold]{save_into}[/bold]"
+        )
     console.print(f"report: [bold]{out / 'report.html'}[/bold]")
 
 
