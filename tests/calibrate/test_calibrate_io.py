@@ -118,3 +118,25 @@ def test_calibrator_saved_into_checkpoint_round_trips(tmp_path: Path) -> None:
     (checkpoint / CALIBRATOR_TENSORS).write_bytes(b"truncated")
     with pytest.raises(CalibrationError, match="cannot read"):
         load_calibrator(checkpoint)
+
+
+def test_a_saved_predictive_must_be_mc_dropout_with_a_pass_count(tmp_path: Path) -> None:
+    from lmforge.calibrate.io import saved_predictive
+
+    directory = tmp_path / "ckpt"
+    directory.mkdir()
+    (directory / "config.json").write_text("{}")
+    calibrator = get_calibrator("temperature").fit(
+        np.array([[2.0, 0.0], [0.0, 1.0]] * 5), np.array([0, 1] * 5)
+    )
+    save_calibrator(calibrator, directory, {"method": "mc_dropout", "mc_passes": 4, "seed": 2, "members": 4})
+    assert saved_predictive(directory) == {"method": "mc_dropout", "mc_passes": 4, "seed": 2}
+    with pytest.raises(CalibrationError, match="cannot be shipped"):
+        save_calibrator(calibrator, directory, {"method": "deep_ensemble", "members": 3})
+    save_calibrator(calibrator, directory)  # a plain calibrator replaces it, predictive and all
+    assert saved_predictive(directory) is None
+    payload = json.loads((directory / "calibrator.json").read_text())
+    for bad in ({"method": "mc_dropout"}, {"method": "mc_dropout", "mc_passes": "ten"}, ["mc_dropout"]):
+        (directory / "calibrator.json").write_text(json.dumps({**payload, "predictive": bad}))
+        with pytest.raises(CalibrationError, match="field 'predictive'"):
+            saved_predictive(directory)

@@ -271,7 +271,14 @@ def saved_predictive(checkpoint: str | Path) -> dict[str, Any] | None:
         return None  # load_calibrator reports an unreadable file
     if predictive is None:
         return None
-    if predictive.get("method") != "mc_dropout" or int(predictive.get("mc_passes", 0)) < 1:
+    valid = (
+        isinstance(predictive, dict)
+        and predictive.get("method") == "mc_dropout"
+        and isinstance(predictive.get("mc_passes"), int)
+        and predictive["mc_passes"] >= 1
+        and isinstance(predictive.get("seed", 0), int)
+    )
+    if not valid:
         raise CalibrationError(
             f"{json_file}: field 'predictive' must be {{'method': 'mc_dropout', 'mc_passes': N >= 1, "
             f"'seed': S}}, got {predictive}"
