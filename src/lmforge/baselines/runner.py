@@ -150,7 +150,6 @@ def run_baseline(config: BaselineConfig, progress: Progress | None = None) -> di
     Raises:
         ConfigError: an invalid setting. DataError: unreadable or malformed data.
     """
-
     config.validate()
     say = progress or (lambda line: None)
     arrays: dict[str, Any] = {}

@@ -73,11 +73,15 @@ def read_predictive(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     if path.suffix.lower() != ".npz":
         return None
-    arrays = _read_npz(path)
-    if "predictive" not in arrays:
-        return None
     try:
-        predictive = json.loads(str(arrays["predictive"]))
+        with np.load(path, allow_pickle=False) as data:
+            if "predictive" not in data.files:
+                return None
+            raw = str(data["predictive"])
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"{path}: cannot read .npz ({exc})") from None
+    try:
+        predictive = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{path}: field 'predictive' is not valid JSON ({exc.msg})") from None
     if not isinstance(predictive, dict) or "method" not in predictive:
@@ -216,7 +220,7 @@ def save_calibrator(
         raise CalibrationError(
             f"{directory}: not a checkpoint directory (no config.json); save the model first"
         )
-    if predictive is not None and (predictive.get("method") != "mc_dropout" or "mc_passes" not in predictive):
+    if predictive is not None and not _is_mc_dropout(predictive):
         raise CalibrationError(
             f"{directory}: a calibrator fitted on {predictive.get('method')} predictions cannot be shipped in "
             "one checkpoint, which cannot reproduce them; fit it on this checkpoint's own lmforge evaluate "
@@ -238,11 +242,7 @@ def save_calibrator(
         "lmforge_version": __version__,
     }
     if predictive is not None:
-        payload["predictive"] = {
-            "method": "mc_dropout",
-            "mc_passes": int(predictive["mc_passes"]),
-            "seed": int(predictive.get("seed", 0)),
-        }
+        payload["predictive"] = {k: predictive.get(k, 0) for k in ("method", "mc_passes", "seed")}
     return atomic_write_text(directory / CALIBRATOR_JSON, json.dumps(payload, indent=2) + "\n")
 
 
@@ -260,25 +260,39 @@ def _check_labels(directory: Path, config_file: Path, num_classes: int) -> None:
         )
 
 
-def saved_predictive(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The ``predictive`` a saved calibrator expects (see :func:`save_calibrator`), or None."""
-    json_file = Path(checkpoint) / CALIBRATOR_JSON
-    if not json_file.is_file():
-        return None
-    try:
-        predictive = json.loads(json_file.read_text(encoding="utf-8")).get("predictive")
-    except (json.JSONDecodeError, AttributeError):
-        return None  # load_calibrator reports an unreadable file
-    if predictive is None:
-        return None
-    valid = (
+def _is_mc_dropout(predictive: Any) -> bool:
+    """Whether ``predictive`` is one a checkpoint can reproduce: MC dropout with N >= 1 passes."""
+    return (
         isinstance(predictive, dict)
         and predictive.get("method") == "mc_dropout"
         and isinstance(predictive.get("mc_passes"), int)
         and predictive["mc_passes"] >= 1
         and isinstance(predictive.get("seed", 0), int)
     )
-    if not valid:
+
+
+def _calibrator_payload(directory: Path) -> dict[str, Any] | None:
+    """The parsed ``calibrator.json`` of a checkpoint directory, or None when it has none."""
+    json_file = directory / CALIBRATOR_JSON
+    if not json_file.is_file():
+        return None
+    try:
+        payload = json.loads(json_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"{json_file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(payload, dict):
+        raise CalibrationError(f"{json_file}: expected a JSON object")
+    return payload
+
+
+def saved_predictive(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``predictive`` a saved calibrator expects (see :func:`save_calibrator`), or None."""
+    payload = _calibrator_payload(Path(checkpoint))
+    predictive = None if payload is None else payload.get("predictive")
+    if predictive is None:
+        return None
+    if not _is_mc_dropout(predictive):
+        json_file = Path(checkpoint) / CALIBRATOR_JSON
         raise CalibrationError(
             f"{json_file}: field 'predictive' must be {{'method': 'mc_dropout', 'mc_passes': N >= 1, "
             f"'seed': S}}, got {predictive}"
@@ -292,13 +306,9 @@ def load_calibrator(checkpoint: str | Path) -> Calibrator | None:
     from safetensors.numpy import load_file
 
     directory = Path(checkpoint)
-    json_file = directory / CALIBRATOR_JSON
-    if not json_file.is_file():
+    payload = _calibrator_payload(directory)
+    if payload is None:
         return None
-    try:
-        payload = json.loads(json_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{json_file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     names = payload.get("arrays", [])
     arrays: dict[str, np.ndarray] = {}
     if names:

@@ -81,11 +81,12 @@ def _describe_predictive(predictive: dict[str, Any] | None) -> str:
     return f"{predictive['method']} ({predictive.get('members')} members)"
 
 
-def _check_same_predictive(fit_path: Path, eval_path: Path) -> None:
+def _check_same_predictive(
+    fit_path: Path, fit: dict[str, Any] | None, eval_path: Path, evaluated: dict[str, Any] | None
+) -> None:
     """A calibrator fitted on MC-dropout or ensemble averages does not transfer to single-pass
     logits (averaging already softens the probabilities), nor the other way round."""
     keys = ("method", "mc_passes", "members")
-    fit, evaluated = read_predictive(fit_path), read_predictive(eval_path)
     if (fit and {k: fit.get(k) for k in keys}) != (evaluated and {k: evaluated.get(k) for k in keys}):
         raise CalibrationError(
             f"{fit_path} holds {_describe_predictive(fit)} predictions but {eval_path} holds "
@@ -99,6 +100,7 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     if config.n_bins < 1:
         raise CalibrationError(f"--bins must be >= 1, got {config.n_bins}")
     eval_logits, eval_labels = load_logits_file(config.eval_path, config.label_column)
+    predictive = read_predictive(config.eval_path)  # what the calibrator is fitted on (fit file below)
     calibrators: dict[str, Calibrator] = {}
     after: dict[str, np.ndarray] = {}
     if config.cv is not None:
@@ -115,7 +117,9 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
                 "give --fit VAL (the split to fit on), or --cv K to cross-validate on --eval"
             )
         fit_logits, fit_labels = load_logits_file(config.fit_path, config.label_column)
-        _check_same_predictive(config.fit_path, config.eval_path)
+        fit_predictive = read_predictive(config.fit_path)
+        _check_same_predictive(config.fit_path, fit_predictive, config.eval_path, predictive)
+        predictive = fit_predictive
         if fit_logits.shape[1] != eval_logits.shape[1]:
             raise CalibrationError(
                 f"{config.fit_path} has {fit_logits.shape[1]} classes but {config.eval_path} has "
@@ -129,12 +133,12 @@ def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
         "eval": str(config.eval_path),
         "cv": config.cv,
         "calibrators": {name: _describe(c) for name, c in calibrators.items()},
-        "predictive": read_predictive(config.fit_path if config.fit_path is not None else config.eval_path),
+        "predictive": predictive,
     }
     if config.save_into is not None:
         # The shipped calibrator is the one the report recommends: the lowest test ECE.
         best = min(after, key=lambda m: expected_calibration_error(after[m], eval_labels, config.n_bins))
-        save_calibrator(calibrators[best], config.save_into, extra["predictive"])
+        save_calibrator(calibrators[best], config.save_into, predictive)
         extra["saved_into"] = {"checkpoint": str(config.save_into), "method": best}
     return write_report(
         config.out_dir,
