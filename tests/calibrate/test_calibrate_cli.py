@@ -15,7 +15,7 @@ import pytest
 from lmforge.calibrate.io import load_calibrator
 from lmforge.calibrate.pipeline import CalibrateConfig, run_calibration
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import expected_calibration_error, probs_from_logits
+from lmforge.metrics.calibration import expected_calibration_error, probs_from_logits
 
 KEYS = {"ece", "mce", "nll", "brier", "accuracy"}
 

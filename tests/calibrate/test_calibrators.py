@@ -27,7 +27,7 @@ from lmforge.calibrate import (
 from lmforge.calibrate.base import softmax
 from lmforge.calibrate.registry import stratified_folds
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import expected_calibration_error, negative_log_likelihood
+from lmforge.metrics.calibration import expected_calibration_error, negative_log_likelihood
 
 
 def overconfident(n: int, c: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

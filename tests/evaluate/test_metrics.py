@@ -14,17 +14,17 @@ from sklearn import metrics as skm
 
 from lmforge.errors import AssetMissingError, EvaluationError
 from lmforge.evaluate import evaluate_predictions
-from lmforge.evaluate import generation as gen
-from lmforge.evaluate.calibration_metrics import probs_from_logits
-from lmforge.evaluate.classification import (
+from lmforge.metrics import generation as gen
+from lmforge.metrics.calibration import probs_from_logits
+from lmforge.metrics.classification import (
     average_precision,
     classification_metrics,
     multilabel_metrics,
     pr_curve,
     roc_curve,
 )
-from lmforge.evaluate.qa import normalize_answer, squad_metrics
-from lmforge.evaluate.sequence import entity_metrics, get_entities
+from lmforge.metrics.qa import normalize_answer, squad_metrics
+from lmforge.metrics.sequence import entity_metrics, get_entities
 
 
 @pytest.fixture(autouse=True)

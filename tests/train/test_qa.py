@@ -17,7 +17,7 @@ from lmforge.assets import asset_path
 from lmforge.cli import app
 from lmforge.data.qa import QAAnswer, QAExample, load_squad
 from lmforge.errors import AssetMissingError, ConfigError
-from lmforge.evaluate.qa import squad_metrics
+from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel, preset_config
 from lmforge.tokenizers import Tokenizer
 from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer

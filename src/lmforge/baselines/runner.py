@@ -31,7 +31,7 @@ from lmforge.baselines.text import TOKEN_MODES, Vocabulary, resolve_mode, tokeni
 from lmforge.data.clean import assign_split
 from lmforge.errors import ConfigError
 from lmforge.evaluate import evaluate_predictions, write_evaluation
-from lmforge.evaluate.calibration_metrics import probs_from_logits
+from lmforge.metrics.calibration import probs_from_logits
 from lmforge.runtime import torch_threads
 
 __all__ = ["CLASSIFIER_KINDS", "KINDS", "LM_KINDS", "TAGGER_KINDS", "BaselineConfig", "run_baseline"]

@@ -4,7 +4,7 @@
 Every calibrator is an estimator: ``get_calibrator("temperature").fit(val_logits, val_labels)``
 then ``.predict_proba(test_logits)`` -> [N, C] numpy probabilities; ``state_dict()`` /
 ``from_state_dict()`` serialise it without pickle. Metrics live in
-:mod:`lmforge.evaluate.calibration_metrics`.
+:mod:`lmforge.metrics.calibration`.
 """
 
 from lmforge.calibrate.base import Calibrator, OneVsRestCalibrator

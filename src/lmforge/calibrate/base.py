@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import as_numpy
+from lmforge.metrics.calibration import as_numpy
 
 C = TypeVar("C", bound="Calibrator")
 

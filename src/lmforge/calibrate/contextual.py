@@ -33,7 +33,7 @@ import numpy as np
 
 from lmforge.calibrate.base import log_softmax, softmax
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import as_numpy
+from lmforge.metrics.calibration import as_numpy
 
 __all__ = [
     "CONTENT_FREE_INPUTS",

@@ -14,7 +14,7 @@ from lmforge.calibrate.registry import CALIBRATORS, cross_val_calibrate, get_cal
 from lmforge.calibrate.report import write_report
 from lmforge.calibrate.scaling import TemperatureScaling
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import expected_calibration_error
+from lmforge.metrics.calibration import expected_calibration_error
 
 
 @dataclass

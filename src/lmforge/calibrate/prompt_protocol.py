@@ -49,8 +49,8 @@ from lmforge.calibrate.prompt_data import (
 from lmforge.calibrate.prompting import SCORINGS, PromptScorer, PromptTemplate, Scoring
 from lmforge.calibrate.registry import CALIBRATORS, get_calibrator
 from lmforge.errors import ConfigError
-from lmforge.evaluate.calibration_metrics import expected_calibration_error
 from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.metrics.calibration import expected_calibration_error
 
 __all__ = [
     "PROMPT_CALIBRATIONS",

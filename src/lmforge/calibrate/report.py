@@ -6,7 +6,7 @@
   "ci": {...}, "ece_floor": {...}, "reliability": {...}, ...}`` (before/after hold ece, mce, nll,
   brier, accuracy and the extra metrics of :func:`calibration_summary`; ``ece_floor`` the ECE a
   perfectly calibrated model with the same probabilities would show, see
-  :func:`~lmforge.evaluate.calibration_metrics.ece_noise_floor`);
+  :func:`~lmforge.metrics.calibration.ece_noise_floor`);
 * ``reliability_<name>.png`` and ``confidence_<name>.png`` for ``before`` and every method;
 * ``report.html``: the table and the figures, images embedded as base64 (one self-contained file).
 
@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.evaluate.calibration_metrics import (
+from lmforge.fileio import atomic_write_bytes, atomic_write_text
+from lmforge.metrics.calibration import (
     bootstrap_summary,
     calibration_summary,
     ece_noise_floor,
     reliability_bins,
 )
-from lmforge.fileio import atomic_write_bytes, atomic_write_text
 
 TABLE_METRICS = ("accuracy", "ece", "mce", "nll", "brier", "ece_quantile", "classwise_ece", "ace", "auroc")
 

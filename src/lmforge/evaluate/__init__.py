@@ -3,9 +3,9 @@ calibration metrics (here so that the fine-tuning evaluator and the calibrate st
 implementation).
 
 ``evaluate_predictions(task, predictions, references, label_names, logits=..., out_dir=...)`` is
-the one entry point; the metric modules are :mod:`~lmforge.evaluate.classification`,
-:mod:`~lmforge.evaluate.sequence` (entity F1), :mod:`~lmforge.evaluate.qa` (SQuAD EM / F1) and
-:mod:`~lmforge.evaluate.generation` (BLEU, chrF, METEOR, ROUGE, perplexity).
+the one entry point; the metric modules are :mod:`~lmforge.metrics.classification`,
+:mod:`~lmforge.metrics.sequence` (entity F1), :mod:`~lmforge.metrics.qa` (SQuAD EM / F1) and
+:mod:`~lmforge.metrics.generation` (BLEU, chrF, METEOR, ROUGE, perplexity).
 """
 
 from lmforge.evaluate.report import EVAL_TASKS, evaluate_predictions, save_logits, write_evaluation

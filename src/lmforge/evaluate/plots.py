@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.evaluate.calibration_metrics import _binary_auc
-from lmforge.evaluate.classification import average_precision, pr_curve, roc_curve
+from lmforge.metrics.calibration import _binary_auc
+from lmforge.metrics.classification import average_precision, pr_curve, roc_curve
 
 __all__ = ["confusion_matrix_png", "learning_curves_png", "pr_curve_png", "read_metrics_log", "roc_curve_png"]
 

@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 
 from lmforge.errors import EvaluationError
-from lmforge.evaluate.calibration_metrics import as_numpy, probs_from_logits
-from lmforge.evaluate.classification import classification_metrics, multilabel_metrics
-from lmforge.evaluate.generation import generation_metrics, perplexity_metrics
-from lmforge.evaluate.qa import squad_metrics
-from lmforge.evaluate.sequence import entity_metrics
 from lmforge.fileio import atomic_save_npz, atomic_write_bytes, atomic_write_text
+from lmforge.metrics.calibration import as_numpy, probs_from_logits
+from lmforge.metrics.classification import classification_metrics, multilabel_metrics
+from lmforge.metrics.generation import generation_metrics, perplexity_metrics
+from lmforge.metrics.qa import squad_metrics
+from lmforge.metrics.sequence import entity_metrics
 
 __all__ = ["EVAL_TASKS", "evaluate_predictions", "save_logits", "write_evaluation"]
 

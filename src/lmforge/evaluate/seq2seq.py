@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.evaluate.generation import generation_metrics
 from lmforge.evaluate.report import write_evaluation
 from lmforge.fileio import atomic_write_text
+from lmforge.metrics.generation import generation_metrics
 
 __all__ = ["bleu_tokenize_for", "evaluate_seq2seq", "is_cjk_text", "seq2seq_metrics", "write_predictions"]
 

@@ -9,7 +9,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from lmforge.errors import CalibrationError
-from lmforge.evaluate.calibration_metrics import (
+from lmforge.metrics.calibration import (
     accuracy,
     adaptive_calibration_error,
     auroc,

@@ -6,7 +6,7 @@ Conventions (those of ``sklearn.metrics`` with ``labels=range(C)`` and ``zero_di
   recall and F1 are 0 when undefined);
 * the confusion matrix has true classes as rows and predicted classes as columns;
 * ROC-AUC is binary on the positive-class score, or one-vs-rest macro over classes
-  (:func:`~lmforge.evaluate.calibration_metrics.auroc`); PR-AUC is *average precision*
+  (:func:`~lmforge.metrics.calibration.auroc`); PR-AUC is *average precision*
   ``sum_n (R_n - R_{n-1}) P_n`` (``sklearn.metrics.average_precision_score``), one-vs-rest macro
   for several classes;
 * log loss is the mean natural-log negative likelihood, computed from logits by log-softmax (no
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.errors import EvaluationError
-from lmforge.evaluate.calibration_metrics import (
+from lmforge.metrics.calibration import (
     _binary_auc,
     as_numpy,
     negative_log_likelihood,

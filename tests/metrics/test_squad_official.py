@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lmforge.evaluate.qa import squad_metrics
+from lmforge.metrics.qa import squad_metrics
 
 # -- evaluate-v1.1.py ------------------------------------------------------------------------------
 
