@@ -25,9 +25,7 @@ from pathlib import Path
 import torch
 
 import lmforge
-from lmforge.calibrate.prompt_data import hash_split, load_labelled
-from lmforge.calibrate.prompt_protocol import sample_demonstrations
-from lmforge.calibrate.prompting import PromptScorer, PromptTemplate
+from lmforge.prompting import PromptScorer, PromptTemplate, hash_split, load_labelled, sample_demonstrations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prompt.json"
 

@@ -406,7 +406,7 @@ def prompt_cmd(
     ] = None,
 ) -> None:
     """Zero/few-shot classification by label log-probability, with prompt calibration, over templates x seeds."""
-    from lmforge.calibrate.prompt_protocol import PromptRunConfig, run_prompt_protocol
+    from lmforge.prompting import PromptRunConfig, run_prompt_protocol
 
     try:
         shot_counts = [int(s) for s in shots.split(",") if s.strip()]

@@ -1,7 +1,7 @@
 """Calibrating prompted-LM predictions: contextual calibration, domain-conditional PMI, batch calibration.
 
 A prompted classifier scores every class c by the log-probability ``s_c`` of its label word(s)
-after the prompt (:mod:`lmforge.calibrate.prompting`); the uncalibrated prediction is
+after the prompt (:mod:`lmforge.prompting`); the uncalibrated prediction is
 ``p = softmax(s)`` over the label set. The three methods below remove the prompt's bias towards
 some label words without labelled data:
 

@@ -39,18 +39,21 @@ from lmforge.calibrate.contextual import (
     pmi_calibrate,
     prompt_probs,
 )
-from lmforge.calibrate.prompt_data import (
+from lmforge.calibrate.registry import CALIBRATORS, get_calibrator
+from lmforge.errors import ConfigError
+from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.metrics.calibration import expected_calibration_error
+from lmforge.metrics.classification import precision_recall_f1
+from lmforge.prompting.data import (
     BUNDLED_DATASETS,
     LabelledData,
     hash_split,
     load_labelled,
     parse_label_spec,
 )
-from lmforge.calibrate.prompting import SCORINGS, PromptScorer, PromptTemplate, Scoring
-from lmforge.calibrate.registry import CALIBRATORS, get_calibrator
-from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write, atomic_write_text
-from lmforge.metrics.calibration import expected_calibration_error
+from lmforge.prompting.scorer import PromptScorer
+from lmforge.prompting.scoring import SCORINGS, Scoring
+from lmforge.prompting.templates import PromptTemplate
 
 __all__ = [
     "PROMPT_CALIBRATIONS",
@@ -137,13 +140,7 @@ def macro_f1(
 ) -> float:
     """Unweighted mean over classes of F1 (a class never predicted nor present scores 0, as sklearn's
     ``f1_score(average="macro", labels=range(C), zero_division=0)``)."""
-    y, p = np.asarray(labels), np.asarray(predictions)
-    scores = []
-    for c in range(num_classes):
-        tp = float(np.sum((p == c) & (y == c)))
-        denominator = float(np.sum(p == c) + np.sum(y == c))
-        scores.append(2 * tp / denominator if denominator else 0.0)
-    return float(np.mean(scores))
+    return float(precision_recall_f1(labels, predictions, num_classes)["macro_f1"])
 
 
 def sample_demonstrations(pool: LabelledData, shots: int, seed: int, balanced: bool = True) -> list[int]:

@@ -1,5 +1,5 @@
-"""Prompted classification: cached label scoring equals full re-scoring, cloze scoring, prompt
-calibration against the papers' closed forms, demonstration sampling, data loading and the CLI."""
+"""Prompted classification: cached label scoring equals full re-scoring, cloze scoring, demonstration
+sampling, data loading, the protocol and the CLI (the prompt calibrations: tests/calibrate)."""
 
 from __future__ import annotations
 
@@ -19,30 +19,24 @@ from tokenizers import Tokenizer as Backend
 
 import lmforge
 from lmforge.assets import check_asset
-from lmforge.calibrate.contextual import (
-    batch_calibrate,
-    content_free_prior,
-    contextual_calibrate,
-    pmi_calibrate,
-    prompt_probs,
-)
-from lmforge.calibrate.prompt_data import LabelledData, hash_split, load_labelled, parse_label_spec
-from lmforge.calibrate.prompt_protocol import (
+from lmforge.errors import ConfigError, DataError
+from lmforge.models import TransformerModel, preset_config
+from lmforge.prompting import (
+    LabelledData,
     PromptRunConfig,
+    PromptScorer,
+    PromptTemplate,
     aggregate_rows,
+    causal_label_logprobs,
+    hash_split,
+    load_labelled,
     macro_f1,
+    masked_label_logprobs,
+    parse_label_spec,
+    reduce_label_logprobs,
     run_prompt_protocol,
     sample_demonstrations,
 )
-from lmforge.calibrate.prompting import (
-    PromptScorer,
-    PromptTemplate,
-    causal_label_logprobs,
-    masked_label_logprobs,
-    reduce_label_logprobs,
-)
-from lmforge.errors import ConfigError, DataError
-from lmforge.models import TransformerModel, preset_config
 from lmforge.tokenizers import Tokenizer
 
 TOLERANCE = 1e-4
@@ -196,37 +190,7 @@ def test_masked_lm_cloze_scoring_matches_a_direct_forward_pass() -> None:
     assert direct.shape == (1, 2, 2) and float(direct[0, 0, 1]) == 0.0
 
 
-# ------------------------------------------------------------------------- calibration of prompts
-
-
-def test_contextual_calibration_matches_the_closed_form() -> None:
-    # Content-free label probabilities (unnormalised) 0.2/0.1 and 0.4/0.4: mean 0.3/0.25.
-    cf_scores = np.log([[0.2, 0.1], [0.4, 0.4]])
-    p_cf = content_free_prior(cf_scores)
-    np.testing.assert_allclose(p_cf, [0.3 / 0.55, 0.25 / 0.55])
-    scores = np.log([[0.7, 0.3], [0.5, 0.5], [0.52, 0.48]])
-    q = contextual_calibrate(scores, cf_scores)
-    # W = diag(p_cf)^-1, b = 0: W p, renormalised.
-    w_p = np.array([[0.7, 0.3], [0.5, 0.5], [0.52, 0.48]]) @ np.linalg.inv(np.diag(p_cf))
-    np.testing.assert_allclose(q, w_p / w_p.sum(1, keepdims=True), atol=1e-12)
-    np.testing.assert_allclose(q[0], [0.7 / p_cf[0], 0.3 / p_cf[1]] / np.sum([0.7 / p_cf[0], 0.3 / p_cf[1]]))
-    assert q[2].argmax() == 1 and prompt_probs(scores)[2].argmax() == 0  # the bias flips a prediction
-
-
-def test_pmi_and_batch_calibration_by_hand() -> None:
-    scores = np.log([[0.2, 0.1], [0.3, 0.05], [0.1, 0.1]])
-    premise = np.log([0.5, 0.1])
-    expected = np.array([[0.4, 1.0], [0.6, 0.5], [0.2, 1.0]])
-    np.testing.assert_allclose(pmi_calibrate(scores, premise), expected / expected.sum(1, keepdims=True))
-    p = prompt_probs(scores)
-    bias = p.mean(0)
-    np.testing.assert_allclose(batch_calibrate(scores), (p / bias) / (p / bias).sum(1, keepdims=True))
-    # In log space a per-class offset of every score is removed exactly.
-    rng = np.random.default_rng(0)
-    s = rng.normal(size=(50, 3))
-    np.testing.assert_allclose(batch_calibrate(s + [3.0, -1.0, 0.5], "log"), batch_calibrate(s, "log"))
-    calibrated = batch_calibrate(s + [3.0, 0.0, 0.0])
-    assert abs(calibrated.argmax(1).tolist().count(0) / 50 - 1 / 3) < 0.2  # class 0 no longer dominates
+# ------------------------------------------------------------------------- protocol pieces
 
 
 def test_macro_f1_matches_sklearn() -> None:
@@ -371,7 +335,7 @@ def test_protocol_reuses_zero_shot_scores_across_seeds() -> None:
         return original(*args, **kwargs)
 
     scorer.score = counting  # type: ignore[method-assign]
-    import lmforge.calibrate.prompt_protocol as protocol
+    import lmforge.prompting.protocol as protocol
 
     fixture = LabelledData([f"text {i}" for i in range(12)], rng.integers(0, 2, 12).tolist(), ["a", "b"], "x")
     original_load = protocol.load_labelled
