@@ -676,22 +676,6 @@ def compare_cmd(
 app.command("compare")(compare_cmd)
 
 
-def _task_evaluator() -> Any:
-    """Validation metrics from lmforge.evaluate, in the shape the fine-tuning loop expects."""
-    from lmforge.evaluate import evaluate_predictions
-
-    def evaluator(task: str, outputs: Any, references: Any, label_names: Any) -> dict[str, Any]:
-        if task == "seq2seq":  # BLEU / chrF only: ROUGE and METEOR would slow every validation
-            from lmforge.evaluate.seq2seq import seq2seq_metrics
-
-            return seq2seq_metrics(outputs, references, full=False)
-        if task == "classification":
-            return evaluate_predictions(task, None, references, label_names, logits=outputs)
-        return evaluate_predictions(task, outputs, references, label_names)
-
-    return evaluator
-
-
 def _task_data_config(
     text_column: str, label_column: str, text_pair_column: str | None, on_error: str, limit: int | None
 ) -> Any:
@@ -875,18 +859,13 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pretrained model on a task: classification, NER, seq2seq (translation /
     summarization with an encoder-decoder), ... (or cross-validate with --cv)."""
+    from lmforge.tasks import get_task
+    from lmforge.tasks.qa import QAConfig
     from lmforge.train import OptimConfig
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.finetune_run import run_cross_validation, run_finetune
-    from lmforge.train.qa import QAConfig
 
-    if task not in ("classification", "token-classification", "seq2seq", "qa", "lm", "chat"):
-        raise LmforgeError(
-            f"--task {task}: fine-tuning supports classification, token-classification, seq2seq, qa, "
-            "lm and chat"
-        )
-    if task in ("seq2seq", "qa", "lm", "chat") and cv is not None:
-        raise LmforgeError("--cv: cross-validation is for classification and token-classification")
+    chosen = get_task(task)  # an unknown task is an error naming the known ones
     optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, min_lr_ratio=0.0)  # type: ignore[arg-type]
     config = FinetuneConfig(
         task=task, max_length=max_length, batch_size=batch_size, epochs=epochs, max_steps=max_steps,  # type: ignore[arg-type]
@@ -896,9 +875,7 @@ def finetune_cmd(
         lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
         eval_every=eval_every,
-        metric=metric or {
-            "classification": "macro_f1", "seq2seq": "chrf", "qa": "f1", "lm": "loss", "chat": "loss"
-        }.get(task, "entity_f1"),
+        metric=metric or chosen.default_metric,
         max_target_length=max_target_length, eval_limit=eval_limit,
         patience=patience, dropout=dropout, seed=seed, threads=threads, precision=precision,  # type: ignore[arg-type]
         augment=_augment_names(augment, augment_model), augment_prob=augment_prob, augment_copies=augment_copies,
@@ -908,7 +885,7 @@ def finetune_cmd(
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
     if cv is not None:
-        summary = run_cross_validation(model, data, out, config, cv, data_config, _task_evaluator())
+        summary = run_cross_validation(model, data, out, config, cv, data_config)
         table = Table("metric", "mean", "std")
         for key, mean in summary["mean"].items():
             table.add_row(key, f"{mean:.4f}", f"{summary['std'][key]:.4f}")
@@ -916,9 +893,7 @@ def finetune_cmd(
         console.print(f"{cv}-fold cross-validation -> [bold]{out / 'cv.json'}[/bold]")
         return
     augmenters = _back_translators(augment_model, augment_prefixes)
-    report = run_finetune(
-        model, data, out, config, validation, data_config, _task_evaluator(), augmenters=augmenters
-    )
+    report = run_finetune(model, data, out, config, validation, data_config, augmenters=augmenters)
     best = report.get("best") or {}
     shown = "  ".join(
         f"{k} {best[k]:.4f}"
@@ -964,7 +939,9 @@ def tune_cmd(
     search_space: Annotated[
         Path | None, typer.Option("--search-space", help="YAML of ranges overriding the default space.")
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Validation metric to optimise.")] = "macro_f1",
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Validation metric to optimise (default: the task's).")
+    ] = None,
     pruner: Annotated[str, typer.Option("--pruner", help="median | none.")] = "median",
     max_length: MaxLengthOption = 128,
     class_weights: Annotated[str, typer.Option("--class-weights", help="none | balanced.")] = "none",
@@ -977,13 +954,11 @@ def tune_cmd(
     threads: ThreadsOption = None,
 ) -> None:
     """Search fine-tuning hyperparameters with Optuna (TPE or random, median pruning, resumable SQLite study)."""
+    from lmforge.tasks import get_task
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.tune import TuneConfig, run_tune
 
-    if task not in ("classification", "token-classification"):
-        raise LmforgeError(f"--task {task}: lmforge tune supports classification and token-classification")
-    if task == "token-classification" and metric == "macro_f1":
-        metric = "entity_f1"  # the NER default; macro_f1 there is over tags, not entities
+    metric = metric or get_task(task).default_metric
     base = FinetuneConfig(
         task=task, max_length=max_length, class_weights=class_weights, resample=resample,  # type: ignore[arg-type]
         metric=metric, seed=seed, threads=threads, precision=precision,  # type: ignore[arg-type]
@@ -1002,7 +977,6 @@ def tune_cmd(
         search_space,
         validation,
         data_config,
-        _task_evaluator(),
         log=console.print,
     )
     best = summary["best"]
@@ -1054,7 +1028,7 @@ def evaluate_cmd(
     evaluated as a deep ensemble (--ensemble) or with MC dropout (--mc-dropout N): logits.npz then
     holds the log of the averaged probabilities, uncertainty.npz the predictive entropy and
     mutual information."""
-    from lmforge.evaluate import evaluate_predictions
+    from lmforge.evaluate import evaluate_result
     from lmforge.train.finetune_run import predict_dataset
 
     data_config = _task_data_config(text_column, label_column, text_pair_column, on_error, limit)
@@ -1071,39 +1045,10 @@ def evaluate_cmd(
             result = predict_dataset(
                 model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
             )
-    task, names = result["task"], result["label_names"]
     log = Path(model) / "metrics.jsonl"
-    log_arg = log if log.is_file() else None
-    if task == "seq2seq":
-        from lmforge.evaluate.seq2seq import evaluate_seq2seq
-
-        extra = {"loss": result["loss"], "data": result["source"], "model": str(model)}
-        metrics = evaluate_seq2seq(
-            result["outputs"], result["references"], sources=result["sources"], ids=result["ids"],
-            target_language=result["target_language"], out_dir=out, metrics_log=log_arg, extra=extra,
-        )  # fmt: skip
-    elif task == "qa":
-        from lmforge.fileio import atomic_write_text
-
-        metrics = evaluate_predictions(
-            task, result["outputs"], result["references"], out_dir=out, metrics_log=log_arg
-        )
-        answers = dict(zip(result["ids"], result["outputs"]))
-        atomic_write_text(out / "predictions.json", json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
-    elif task == "classification":
-        predictive = {"predictive": result["predictive"]} if "predictive" in result else None
-        metrics = evaluate_predictions(
-            task, None, result["references"], names, logits=result["outputs"], out_dir=out,
-            metrics_log=log_arg, extra=predictive,
-        )  # fmt: skip
-        if "uncertainty" in result:
-            from lmforge.fileio import atomic_save_npz
-
-            atomic_save_npz(out / "uncertainty.npz", **result["uncertainty"])
-    else:
-        metrics = evaluate_predictions(
-            task, result["outputs"], result["references"], names, out_dir=out, metrics_log=log_arg
-        )
+    metrics = evaluate_result(
+        result, out, metrics_log=log if log.is_file() else None, extra={"model": str(model)}
+    )
     shown = "  ".join(
         f"{k} {metrics[k]:.4f}"
         for k in ("accuracy", "macro_f1", "entity_f1", "bleu", "chrf", "exact_match", "f1", "perplexity")

@@ -67,3 +67,45 @@ def atomic_save_npz(path: str | Path, **arrays: Any) -> Path:
             np.savez(f, **arrays)
 
     return atomic_write(path, write)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and the directories themselves (before a rename publishes them)."""
+    for path in sorted(root.rglob("*")) + [root]:
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for folder in [p for p in root.rglob("*") if p.is_dir()] + [root, root.parent]:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_dir(staging: str | Path, target: str | Path) -> Path:
+    """Make the complete directory ``staging`` the directory ``target``, whatever was there.
+
+    ``staging`` must be a sibling of ``target`` (same filesystem). The old ``target`` is renamed
+    aside, ``staging`` renamed in, then the old one removed: nothing of the previous content
+    survives, and a crash leaves either the previous directory (or, between the two renames, it
+    under ``.<name>.old``) or the new one, never a mix of both.
+    """
+    import shutil
+
+    staging, target = Path(staging), Path(target)
+    fsync_tree(staging)
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old.exists():
+        shutil.rmtree(old)
+    return target

@@ -10,8 +10,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from lmforge.evaluate import seq2seq
-from lmforge.evaluate.seq2seq import bleu_tokenize_for, evaluate_seq2seq, is_cjk_text, seq2seq_metrics
+from lmforge.evaluate.seq2seq import evaluate_seq2seq
+from lmforge.metrics import seq2seq
+from lmforge.metrics.seq2seq import bleu_tokenize_for, is_cjk_text, seq2seq_metrics
 
 JA_REFS = ["元始に神天地を創造たまへり", "神光を善と觀たまへり", "夕あり朝ありき是首の日なり"]
 JA_PREDS = ["元始に神天を創造り", "神光を善とせり", "夕あり朝ありき"]

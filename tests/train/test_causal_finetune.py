@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 import lmforge
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel, preset_config
-from lmforge.tokenizers import Tokenizer
-from lmforge.train.causal_lm import (
+from lmforge.tasks.causal import (
     IGNORE_INDEX,
     assistant_spans,
     causal_lm_loss,
@@ -26,6 +25,7 @@ from lmforge.train.causal_lm import (
     encode_lm,
     shifted_nll,
 )
+from lmforge.tokenizers import Tokenizer
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -150,8 +150,8 @@ def test_token_classification_end_to_end(workspace: Path) -> None:
 
 
 def test_long_sentences_are_split_at_word_boundaries(workspace: Path) -> None:
+    from lmforge.tasks.token_classification import encode_token_classification
     from lmforge.train.finetune import predict
-    from lmforge.train.task_sources import encode_token_classification
 
     tokenizer = lmforge.load(workspace / "tiny").tokenizer
     assert tokenizer is not None
@@ -165,7 +165,7 @@ def test_long_sentences_are_split_at_word_boundaries(workspace: Path) -> None:
     labels = [lab for item in items if item["example"] == [0] for lab in item["labels"] if lab != -100]
     assert labels == tags[0]
     model = lmforge.load(workspace / "tiny", head="token_classification", num_labels=3).model
-    from lmforge.train.task_sources import TaskSource
+    from lmforge.tasks.sources import TaskSource
 
     split = TaskSplit(TaskSource(items, None, 0, 0), tags, [21, 1])
     outputs, _ = predict(model, split, "token-classification", batch_size=3)

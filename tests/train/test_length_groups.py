@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lmforge.models import TransformerModel, preset_config
+from lmforge.tasks.sources import ClassifierLoss, TaskSource, to_tensors
 from lmforge.train.collators import IGNORE_INDEX
 from lmforge.train.length_groups import length_grouped_batch
-from lmforge.train.task_sources import TaskLoss, TaskSource, to_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +38,7 @@ def _encoded(rng: np.random.Generator, n: int, tagged: bool) -> list[dict[str, l
 
 
 def _gradients(
-    model: TransformerModel, loss_module: TaskLoss, parts: list
+    model: TransformerModel, loss_module: ClassifierLoss, parts: list
 ) -> tuple[float, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     total = 0.0
@@ -58,9 +58,10 @@ def test_grouped_update_equals_the_whole_batch(task: str) -> None:
     source = TaskSource(encoded, labels, pad_id=0, seed=1)
     model = _model(3, "token_classification" if tagged else "sequence_classification")
     weights = torch.tensor([0.5, 2.0, 1.0])
-    loss_module = TaskLoss(model, task, weights, label_smoothing=0.1)
+    loss_module = ClassifierLoss(model, tagged, weights, label_smoothing=0.1)
+    target_key = "token_labels" if tagged else "labels"
     for step in range(3):
-        parts = length_grouped_batch(source, step, 16, 4, task, weights)
+        parts = length_grouped_batch(source, step, 16, 4, target_key, weights)
         assert len(parts) > 1 and sum(share for _, share in parts) == pytest.approx(1.0)
         whole = [(source.train_batch(step, 16), 1.0)]
         # The same examples (row token sums as a fingerprint), in fewer padded positions.
@@ -78,8 +79,8 @@ def test_grouped_update_equals_the_whole_batch(task: str) -> None:
 def test_no_split_when_it_saves_little() -> None:
     encoded = [{"input_ids": [2, 7, 8, 3], "token_type_ids": [0] * 4} for _ in range(32)]
     source = TaskSource(encoded, [0, 1] * 16, pad_id=0, seed=0)
-    parts = length_grouped_batch(source, 0, 32, 4, "classification")
+    parts = length_grouped_batch(source, 0, 32, 4, "labels")
     assert len(parts) == 1 and parts[0][1] == 1.0
     np.testing.assert_array_equal(parts[0][0]["input_ids"], source.train_batch(0, 32)["input_ids"])
     # Too few rows for a group of MIN_GROUP_ROWS: one batch.
-    assert len(length_grouped_batch(source, 0, 6, 4, "classification")) == 1
+    assert len(length_grouped_batch(source, 0, 6, 4, "labels")) == 1

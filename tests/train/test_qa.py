@@ -19,9 +19,9 @@ from lmforge.data.qa import QAAnswer, QAExample, load_squad
 from lmforge.errors import AssetMissingError, ConfigError
 from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel, preset_config
+from lmforge.tasks.qa import QAConfig, best_spans, encode_qa
 from lmforge.tokenizers import Tokenizer
 from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
-from lmforge.train.qa import QAConfig, best_spans, encode_qa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from qa_utils import synthetic_squad  # noqa: E402
@@ -204,12 +204,13 @@ def test_minilm_learns_synthetic_qa(tmp_path: Path) -> None:
         asset_path("minilm-l6")
     except AssetMissingError:
         pytest.skip("MiniLM asset not installed")
+    from lmforge.data import TaskDataConfig
     from lmforge.evaluate import evaluate_predictions
+    from lmforge.tasks import get_task
+    from lmforge.tasks.qa import make_qa_split, predict_qa
     from lmforge.train.config import OptimConfig
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.finetune_run import predict_dataset, run_finetune
-    from lmforge.train.qa import predict_qa
-    from lmforge.train.qa_run import load_qa_data, make_qa_split
 
     synthetic_squad(tmp_path / "train.json", 120, seed=11, v2=False, people=(1, 1))
     synthetic_squad(tmp_path / "test.json", 30, seed=12, v2=False, people=(1, 1))
@@ -218,7 +219,7 @@ def test_minilm_learns_synthetic_qa(tmp_path: Path) -> None:
         optim=OptimConfig(lr=3e-4, schedule="linear", min_lr_ratio=0.0, weight_decay=0.01),
         qa=QAConfig(doc_stride=16),
     )  # fmt: skip
-    test = load_qa_data(tmp_path / "test.json")
+    test = get_task("qa").read(tmp_path / "test.json", "test", TaskDataConfig())
     references = [[a.text for a in e.answers] for e in test.examples]
     untrained = lmforge.load("minilm-l6", head="question_answering")
     assert untrained.tokenizer is not None

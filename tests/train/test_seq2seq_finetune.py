@@ -19,11 +19,10 @@ from lmforge.cli import app
 from lmforge.data.seq2seq import Seq2SeqData, Seq2SeqExample
 from lmforge.generate import GenerationConfig, generate
 from lmforge.models import TransformerModel, preset_config
+from lmforge.tasks.seq2seq import Seq2SeqLoss, greedy_decode, make_seq2seq_split
 from lmforge.tokenizers import Tokenizer
 from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
 from lmforge.train.finetune import FinetuneConfig, finetune_model
-from lmforge.train.seq2seq import Seq2SeqLoss, greedy_decode
-from lmforge.train.seq2seq_run import exact_match_evaluator, make_seq2seq_split
 
 runner = CliRunner()
 # A toy en -> ja lexicon: each English word has one Japanese rendering, in the same order.
@@ -143,7 +142,6 @@ def test_finetune_learns_toy_translation(tokenizer: Tokenizer, tmp_path: Path) -
         config,
         [],
         validation=split,
-        evaluator=exact_match_evaluator,
     )
     assert report["best"]["exact_match"] == 1.0, report["best"]  # untrained: 0
     assert report["best"]["loss"] < 1.0  # untrained: about ln(160) = 5

@@ -3,7 +3,7 @@
 It is the floor a translation or summarization model must clear. Copying an English verse as its
 "Japanese translation" still earns some chrF and BLEU (numbers, names and punctuation shared by
 both sides); copying a document as its summary earns high ROUGE recall but is long. The scores
-come from the same :func:`lmforge.evaluate.seq2seq.seq2seq_metrics` as ``lmforge evaluate`` (the
+come from the same :func:`lmforge.metrics.seq2seq.seq2seq_metrics` as ``lmforge evaluate`` (the
 same sacreBLEU tokenizer for the same target language), so the rows compare.
 """
 
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lmforge.data import TASK_DATASETS, TaskDataConfig, load_task_data
 from lmforge.data.seq2seq import Seq2SeqData
 from lmforge.errors import ConfigError
-from lmforge.evaluate.seq2seq import seq2seq_metrics, write_predictions
+from lmforge.metrics.seq2seq import seq2seq_metrics
+from lmforge.tasks.seq2seq import write_predictions
 
 if TYPE_CHECKING:
     from lmforge.baselines.runner import BaselineConfig, Progress
@@ -47,7 +48,7 @@ def run_copy(config: BaselineConfig, say: Progress) -> dict[str, Any]:
     """Score the sources as predictions of the targets; writes ``predictions.jsonl`` to ``config.out``.
 
     Returns:
-        :func:`~lmforge.evaluate.seq2seq.seq2seq_metrics` of the test pairs with ``num_train`` (0),
+        :func:`~lmforge.metrics.seq2seq.seq2seq_metrics` of the test pairs with ``num_train`` (0),
         ``num_test``, ``train_seconds`` (0), ``eval_seconds`` and ``data``.
     """
     data, name = _pairs(config)

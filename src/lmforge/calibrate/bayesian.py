@@ -196,8 +196,8 @@ def predict_classifier_dataset(
         ``predictive`` (method, members, passes) and ``uncertainty`` arrays
         (``predictive_entropy``, ``mutual_information``, [N] nats).
     """
+    from lmforge.tasks.sources import to_tensors
     from lmforge.train.finetune_run import load_finetuned, load_split
-    from lmforge.train.task_sources import to_tensors
 
     if not models:
         raise CalibrationError("no checkpoints given")
@@ -211,7 +211,7 @@ def predict_classifier_dataset(
     source = ""
     for model_path in models:
         loaded, task, labels = load_finetuned(model_path)
-        if task != "classification":
+        if loaded.config.head != "sequence_classification":
             raise CalibrationError(
                 f"{model_path}: MC dropout and deep ensembles need a classifier, not {task}"
             )
@@ -219,7 +219,8 @@ def predict_classifier_dataset(
             raise CalibrationError(
                 f"{model_path}: label names {labels} differ from the first member's {names}"
             )
-        split_data, source = load_split(loaded, task, labels, data, split, data_config)
+        split_data, examples = load_split(loaded, task, labels, data, split, data_config)
+        source = examples.source
         if references is not None and list(split_data.references) != references:
             raise CalibrationError(f"{model_path}: its labels of {data} differ from the first member's")
         names, references = labels, list(split_data.references)

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,7 +102,7 @@ class TaskDataConfig:
 
 
 def _named(task: str, name: str, split: str, config: TaskDataConfig) -> TaskData:
-    if TASK_DATASETS[name] != task:
+    if TASK_DATASETS[name] != task:  # the dataset's kind of data, not a branch on the task
         raise DataError(
             f"{name} is a {TASK_DATASETS[name]} dataset, not {task}; pass --task {TASK_DATASETS[name]}"
         )
@@ -146,33 +147,40 @@ def load_task_data(
     if not path.is_file():
         named = ", ".join(f"{n} ({t})" for n, t in TASK_DATASETS.items())
         raise DataError(f"{source}: no such file, and not a named dataset ({named})")
-    names = list(config.label_names) if config.label_names is not None else None
-    options: dict[str, Any] = {"on_error": config.on_error, "limit": config.limit}
-    if task == "classification":
-        return load_classification(
-            path,
-            text_column=config.text_column,
-            label_column=config.label_column,
-            text_pair_column=config.text_pair_column,
-            label_names=names,
-            label_separator=config.label_separator,
-            **options,
-        )
-    if task == "token-classification":
-        return load_token_classification(
-            path,
-            tokens_column=config.tokens_column,
-            tags_column=config.tags_column,
-            scheme=config.scheme,
-            label_names=names,
-            **options,
-        )
-    if task == "qa":
-        return load_squad(path, **options)
-    if task == "seq2seq":
-        return load_pairs(
-            path, source_column=config.source_column, target_column=config.target_column, **options
-        )
-    if task == "lm":
-        return load_lm_texts(path, text_column=config.text_column, **options)
-    return load_chat(path, messages_column=config.messages_column, **options)
+    return _READERS[task](path, config)
+
+
+def _options(config: TaskDataConfig) -> dict[str, Any]:
+    return {"on_error": config.on_error, "limit": config.limit}
+
+
+def _names(config: TaskDataConfig) -> list[str] | None:
+    return list(config.label_names) if config.label_names is not None else None
+
+
+# The file reader of each kind of task data (the tasks themselves live in lmforge.tasks).
+_READERS: dict[str, Callable[[Path, TaskDataConfig], TaskData]] = {
+    "classification": lambda path, config: load_classification(
+        path,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        text_pair_column=config.text_pair_column,
+        label_names=_names(config),
+        label_separator=config.label_separator,
+        **_options(config),
+    ),
+    "token-classification": lambda path, config: load_token_classification(
+        path,
+        tokens_column=config.tokens_column,
+        tags_column=config.tags_column,
+        scheme=config.scheme,
+        label_names=_names(config),
+        **_options(config),
+    ),
+    "qa": lambda path, config: load_squad(path, **_options(config)),
+    "seq2seq": lambda path, config: load_pairs(
+        path, source_column=config.source_column, target_column=config.target_column, **_options(config)
+    ),
+    "lm": lambda path, config: load_lm_texts(path, text_column=config.text_column, **_options(config)),
+    "chat": lambda path, config: load_chat(path, messages_column=config.messages_column, **_options(config)),
+}

@@ -8,6 +8,12 @@ the one entry point; the metric modules are :mod:`~lmforge.metrics.classificatio
 :mod:`~lmforge.metrics.generation` (BLEU, chrF, METEOR, ROUGE, perplexity).
 """
 
-from lmforge.evaluate.report import EVAL_TASKS, evaluate_predictions, save_logits, write_evaluation
+from lmforge.evaluate.report import (
+    EVAL_TASKS,
+    evaluate_predictions,
+    evaluate_result,
+    save_logits,
+    write_evaluation,
+)
 
-__all__ = ["EVAL_TASKS", "evaluate_predictions", "save_logits", "write_evaluation"]
+__all__ = ["EVAL_TASKS", "evaluate_predictions", "evaluate_result", "save_logits", "write_evaluation"]

@@ -41,25 +41,13 @@ import numpy as np
 
 from lmforge.errors import EvaluationError
 from lmforge.fileio import atomic_save_npz, atomic_write_bytes, atomic_write_text
-from lmforge.metrics.calibration import as_numpy, probs_from_logits
-from lmforge.metrics.classification import classification_metrics, multilabel_metrics
-from lmforge.metrics.generation import generation_metrics, perplexity_metrics
-from lmforge.metrics.qa import squad_metrics
-from lmforge.metrics.sequence import entity_metrics
+from lmforge.metrics.calibration import as_numpy
+from lmforge.tasks import get_task, task_names
 
 __all__ = ["EVAL_TASKS", "evaluate_predictions", "save_logits", "write_evaluation"]
 
-EVAL_TASKS = (
-    "classification",
-    "token-classification",
-    "qa",
-    "seq2seq",
-    "translation",
-    "summarization",
-    "lm",
-    "chat",
-)
-IGNORE_INDEX = -100
+EVAL_TASKS = task_names(aliases=True)
+_GENERATION = ("bleu", "chrf", "rouge", "meteor")
 
 
 def _finite(value: Any) -> Any:
@@ -73,96 +61,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _class_indices(values: Any, label_names: Sequence[str] | None, what: str) -> np.ndarray:
-    """Class names or integers -> int64 indices [N]."""
-    items = list(values) if not hasattr(values, "detach") else as_numpy(values, np.int64).tolist()
-    if items and isinstance(items[0], str):
-        if label_names is None:
-            raise EvaluationError(f"{what} are class names: pass label_names to map them to indices")
-        index = {name: i for i, name in enumerate(label_names)}
-        unknown = next((v for v in items if v not in index), None)
-        if unknown is not None:
-            raise EvaluationError(f"{what}: {unknown!r} is not one of the label names {list(label_names)}")
-        return np.array([index[v] for v in items], dtype=np.int64)
-    return as_numpy(items, np.int64)
-
-
-def _multilabel_targets(references: Any, num_classes: int) -> np.ndarray:
-    """[N, C] 0/1: an array / tensor is an indicator matrix; a list holds each example's label
-    indices (as :class:`lmforge.data.ClassificationExample` labels do)."""
-    if isinstance(references, np.ndarray) or hasattr(references, "detach"):
-        return as_numpy(references)
-    targets = np.zeros((len(references), num_classes), dtype=np.float64)
-    for row, labels in enumerate(references):
-        indices = [labels] if isinstance(labels, int) else list(labels)
-        if any(not 0 <= int(i) < num_classes for i in indices):
-            raise EvaluationError(f"reference {row}: label indices {indices} outside 0..{num_classes - 1}")
-        targets[row, indices] = 1.0
-    return targets
-
-
-def _tags(sequences: Sequence[Any], label_names: Sequence[str] | None, what: str) -> list[list[Any]]:
-    rows = [list(as_numpy(s, np.int64)) if hasattr(s, "detach") else list(s) for s in sequences]
-    if rows and rows[0] and not isinstance(rows[0][0], str) and label_names is None:
-        raise EvaluationError(f"{what} are tag ids: pass label_names (the tag of each id)")
-    return rows
-
-
-def _token_classification(
-    predictions: Any, references: Any, label_names: Sequence[str] | None
-) -> dict[str, Any]:
-    refs, preds = _tags(references, label_names, "references"), _tags(predictions, label_names, "predictions")
-    if len(refs) != len(preds):
-        raise EvaluationError(f"{len(refs)} reference sentences but {len(preds)} predicted")
-    names = list(label_names or [])
-
-    def tag(value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        if not 0 <= int(value) < len(names):
-            raise EvaluationError(f"tag id {value} has no name among the {len(names)} label_names")
-        return names[int(value)]
-
-    true_tags, predicted_tags = [], []
-    for s, (ref, pred) in enumerate(zip(refs, preds)):
-        if len(ref) != len(pred):
-            raise EvaluationError(f"sentence {s}: {len(ref)} reference tags but {len(pred)} predicted")
-        kept = [(r, p) for r, p in zip(ref, pred) if r != IGNORE_INDEX]  # sub-word / special positions
-        true_tags.append([tag(r) for r, _ in kept])
-        predicted_tags.append([tag(p) for _, p in kept])
-    return entity_metrics(true_tags, predicted_tags)
-
-
-def _classification(
-    predictions: Any,
-    references: Any,
-    label_names: Sequence[str] | None,
-    logits: Any,
-    multi_label: bool,
-    threshold: float,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics and the arrays the files need (logits, labels, probabilities)."""
-    if multi_label:
-        if logits is None:
-            raise EvaluationError("multi-label evaluation needs logits [N, C]")
-        z = as_numpy(logits)
-        targets = _multilabel_targets(references, z.shape[1])
-        names = list(label_names) if label_names is not None else None
-        return multilabel_metrics(targets, logits=z, threshold=threshold, label_names=names), {
-            "logits": z,
-            "labels": targets.astype(np.int64),
-        }
-    labels = _class_indices(references, label_names, "references")
-    preds = _class_indices(predictions, label_names, "predictions") if predictions is not None else None
-    names = list(label_names) if label_names is not None else None
-    metrics = classification_metrics(labels, predictions=preds, logits=logits, label_names=names)
-    arrays: dict[str, Any] = {"labels": labels, "confusion_matrix": np.asarray(metrics["confusion_matrix"])}
-    if logits is not None:
-        arrays["logits"] = as_numpy(logits)
-        arrays["probs"] = probs_from_logits(arrays["logits"])
-    return metrics, arrays
 
 
 def save_logits(
@@ -293,7 +191,7 @@ def evaluate_predictions(
     threshold: float = 0.5,
     bleu_tokenize: str = "13a",
     rouge_tokenizer: str = "default",
-    generation: Sequence[str] = ("bleu", "chrf", "rouge", "meteor"),
+    generation: Sequence[str] = _GENERATION,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of one task's predictions against references (see the module table for the inputs).
@@ -326,27 +224,12 @@ def evaluate_predictions(
         raise EvaluationError(f"unknown task {task!r}; use one of {', '.join(EVAL_TASKS)}")
     if references is None:
         raise EvaluationError("references are required")
-    arrays: dict[str, Any] = {}
-    if task == "classification":
-        metrics, arrays = _classification(
-            predictions, references, label_names, logits, multi_label, threshold
-        )
-    elif predictions is None:
-        raise EvaluationError(f"{task}: predictions are required")
-    elif task == "token-classification":
-        metrics = _token_classification(predictions, references, label_names)
-    elif task == "qa":
-        metrics = squad_metrics(list(predictions), list(references))
-    elif task in ("seq2seq", "translation", "summarization"):
-        metrics = generation_metrics(
-            list(predictions),
-            list(references),
-            metrics=generation,
-            bleu_tokenize=bleu_tokenize,
-            rouge_tokenizer=rouge_tokenizer,
-        )
-    else:
-        metrics = perplexity_metrics(predictions, references)
+    # Each task reads the options that concern it (classification the logits, seq2seq the
+    # generation metrics) and ignores the others.
+    metrics, arrays = get_task(task).metrics(
+        predictions, references, label_names, logits=logits, multi_label=multi_label, threshold=threshold,
+        generation=generation, bleu_tokenize=bleu_tokenize, rouge_tokenizer=rouge_tokenizer,
+    )  # fmt: skip
     result: dict[str, Any] = {"task": task, **metrics, **(extra or {})}
     if out_dir is not None:
         names = list(label_names) if label_names is not None else None
@@ -360,3 +243,37 @@ def evaluate_predictions(
         )
         result["files"] = files
     return _finite(result)
+
+
+def evaluate_result(
+    result: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    metrics_log: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score a prediction result (:func:`lmforge.train.finetune_run.predict_dataset` or a Bayesian
+    predictive) with its task's metrics and write the evaluation folder: ``metrics.json`` (with the
+    result's ``loss``, ``data`` source and ``predictive``), ``logits.npz`` and plots for classifiers,
+    ``uncertainty.npz`` for a Bayesian predictive, and the task's own files (seq2seq
+    ``predictions.jsonl``, QA ``predictions.json``).
+
+    Returns:
+        ``{"task": ..., **metrics, "files": {...}}``.
+    """
+    task = get_task(str(result["task"]))
+    names = list(result.get("label_names") or []) or None
+    options = {"target_language": result["target_language"]} if result.get("target_language") else {}
+    metrics, arrays = task.metrics(result["outputs"], result["references"], names, **options)
+    entries: dict[str, Any] = {"loss": result.get("loss"), "data": result.get("source")}
+    if "predictive" in result:
+        entries["predictive"] = result["predictive"]
+    full: dict[str, Any] = {"task": task.name, **metrics, **entries, **(extra or {})}
+    out = Path(out_dir)
+    files = write_evaluation(
+        out, full, arrays=arrays, label_names=names, metrics_log=metrics_log, title=f"{task.name} evaluation"
+    )
+    files.update(task.write_outputs(out, dict(result)))
+    if "uncertainty" in result:
+        files["uncertainty"] = str(atomic_save_npz(out / "uncertainty.npz", **result["uncertainty"]))
+    return _finite({**full, "files": files})

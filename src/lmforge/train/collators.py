@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-IGNORE_INDEX = -100  # label of positions that do not count in the loss (torch's default)
+from lmforge.tasks.sources import IGNORE_INDEX
 
 
 class Corpus(Protocol):
@@ -237,13 +237,13 @@ def sentence_pairs(
     rng: np.random.Generator,
     specials: SpecialIds,
     seq_len: int,
-    task: str,
+    pairing: str,
     with_words: bool = False,
 ) -> PairBatch:
     """``[CLS] A [SEP] B [SEP]`` examples starting at each anchor document.
 
     A is one or more consecutive documents from the anchor, B the documents right after it
-    (same source), filling ``seq_len``. For ``task="nsp"`` half the B segments (label 1) are
+    (same source), filling ``seq_len``. For ``pairing="nsp"`` half the B segments (label 1) are
     replaced by documents from a random position; for ``"sop"`` half the pairs are swapped.
     Too long pairs lose tokens at A's start and B's end, so the A|B boundary stays intact.
     """
@@ -260,7 +260,7 @@ def sentence_pairs(
         chunk = _take_docs(corpus, int(anchor), budget, min_docs=2)
         split = int(rng.integers(1, len(chunk))) if len(chunk) > 2 else 1
         a_docs, b_docs = chunk[:split], chunk[split:]
-        if task == "nsp" and labels[row]:
+        if pairing == "nsp" and labels[row]:
             # A random document other than the true next one; its own followers fill B.
             start = int(rng.integers(0, corpus.num_documents - 1))
             start += int(start >= b_docs[0])
@@ -275,7 +275,7 @@ def sentence_pairs(
         a, b = a[len(a) - keep_a :], b[:keep_b]
         if a_words is not None and b_words is not None:
             a_words, b_words = a_words[len(a_words) - keep_a :], b_words[:keep_b]
-        if task == "sop" and labels[row]:
+        if pairing == "sop" and labels[row]:
             a, b, a_words, b_words = b, a, b_words, a_words
         length = len(a) + len(b) + 3
         ids[row, :length] = np.concatenate(([specials.cls], a, [specials.sep], b, [specials.sep]))

@@ -1,16 +1,16 @@
-"""Supervised fine-tuning of a pretrained model on a classification or token-classification task.
+"""Supervised fine-tuning of a pretrained model on any task of :mod:`lmforge.tasks`.
 
-The loop is the pretraining engine's pieces put to a task objective: batches from an
-:class:`~lmforge.train.objectives.ExampleSource` (:class:`~lmforge.train.task_sources.TaskSource`),
+The loop never knows which task it runs: the :class:`~lmforge.tasks.Task` gives the loss, the
+predictions and the validation metrics. The loop is the pretraining engine's pieces put to a task
+objective: batches from an :class:`~lmforge.tasks.ExampleSource` (a task's source),
 AdamW / SGD with decay groups and the step-indexed schedule of :mod:`lmforge.train.optim`,
 ``metrics.jsonl`` and the progress display of :mod:`lmforge.train.metrics`. Fine-tuning adds:
 freezing (embeddings, the first ``k`` layers, or the whole body), layer-wise learning-rate decay,
 LoRA, class weights, label smoothing, and early stopping on a validation metric with the best
 weights kept in ``RUN/best/`` and finally written to ``RUN`` (``lmforge.load(RUN)`` reads it).
 
-The train stage may not import :mod:`lmforge.evaluate` (data flows one way), so validation
-metrics come from an ``evaluator`` the caller passes (the CLI passes ``evaluate_predictions``);
-the default computes accuracy and macro-F1 (token accuracy for token classification).
+Validation metrics are the task's own (:meth:`lmforge.tasks.Task.metrics` with
+``validation=True``); a caller may pass another ``evaluator``.
 """
 
 from __future__ import annotations
@@ -31,30 +31,25 @@ import torch
 from torch import nn
 
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_write_text, replace_dir
 from lmforge.models import TransformerModel
 from lmforge.models.checkpoint import LoadedModel, save
 from lmforge.runtime import torch_threads
+from lmforge.tasks import LOWER_IS_BETTER, TaskSettings, TaskSplit, get_task
+from lmforge.tasks.qa import QAConfig
+from lmforge.tasks.sources import TaskSource, to_tensors
 from lmforge.tokenizers import Tokenizer
-from lmforge.train.causal_lm import CAUSAL_TASKS, causal_metrics, predict_causal
 from lmforge.train.config import OptimConfig
 from lmforge.train.length_groups import length_grouped_batch
 from lmforge.train.lora import apply_lora, merge_lora
 from lmforge.train.metrics import MetricsLog, ProgressDisplay
 from lmforge.train.optim import learning_rate, set_learning_rate
 from lmforge.train.precision import autocast, resolve_precision
-from lmforge.train.qa import QAConfig, QALoss, QASource, predict_qa
-from lmforge.train.seq2seq import Seq2SeqLoss, Seq2SeqSource, predict_seq2seq
-from lmforge.train.task_sources import (
-    TaskLoss,
-    TaskSource,
-    balanced_class_weights,
-    to_tensors,
-)
 
 __all__ = [
     "Evaluator",
     "FinetuneConfig",
+    "TaskSplit",
     "default_evaluator",
     "finetune_model",
     "predict",
@@ -69,7 +64,8 @@ Evaluator = Callable[[str, Any, Sequence[Any], Sequence[str]], dict[str, Any]]
 #: ``on_evaluate(step, metrics)`` after each validation (``lmforge tune`` reports to its trial and
 #: may raise to stop the run, e.g. ``optuna.TrialPruned``).
 EvalCallback = Callable[[int, dict[str, Any]], None]
-_LOWER_IS_BETTER = ("loss", "log_loss", "val_loss", "perplexity", "nll_per_token", "bits_per_token")
+#: What a fine-tuning run writes besides its model and report.json (kept when the model is swapped in).
+RUN_FILES = ("metrics.jsonl", "finetune.json")
 
 
 @dataclass
@@ -77,7 +73,8 @@ class FinetuneConfig:
     """Fine-tuning settings (the options of ``lmforge finetune``).
 
     Attributes:
-        task: ``classification`` or ``token-classification``.
+        task: a name of :func:`lmforge.tasks.task_names` (``classification``,
+            ``token-classification``, ``qa``, ``seq2seq``, ``lm``, ``chat``).
         max_length: tokens per example, special tokens included (longer inputs are cut); for
             ``seq2seq`` the source tokens.
         max_target_length: ``seq2seq``: target tokens kept for training and generated at most.
@@ -111,7 +108,7 @@ class FinetuneConfig:
         augment_prob: word deletion probability / share of words swapped.
         augment_copies: augmented copies added per training example.
         qa: ``qa``: windowing (doc stride, query length) and answer decoding (max answer length,
-            SQuAD v2.0 null threshold), see :class:`lmforge.train.qa.QAConfig`.
+            SQuAD v2.0 null threshold), see :class:`lmforge.tasks.qa.QAConfig`.
         length_groups: train each batch as up to this many length-sorted micro-batches, each
             padded to its own longest, accumulating gradients: the same update with less padding
             (classification and token classification; see :mod:`lmforge.train.length_groups`);
@@ -162,14 +159,16 @@ class FinetuneConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
-
-@dataclass
-class TaskSplit:
-    """One split ready for the model: its source, references and (token tasks) word counts."""
-
-    source: TaskSource
-    references: list[Any]
-    num_words: list[int] | None = None
+    def task_settings(self) -> TaskSettings:
+        """What the task reads of these settings."""
+        return TaskSettings(
+            max_length=self.max_length,
+            max_target_length=self.max_target_length,
+            eval_limit=self.eval_limit,
+            label_smoothing=self.label_smoothing,
+            class_weights=self.class_weights,
+            options=self.qa,
+        )
 
 
 # -- model preparation ---------------------------------------------------------------------------
@@ -271,8 +270,9 @@ def require_tokenizer(loaded: LoadedModel, model: str | Path) -> Tokenizer:
 
 
 def save_finetuned(model: TransformerModel, path: Path, tokenizer: Tokenizer | None) -> None:
-    """Write an lmforge checkpoint atomically (temp dir, then rename); LoRA adapters merged into a copy."""
-    tmp = path.parent / f".tmp-{path.name}"
+    """Write an lmforge checkpoint to ``path`` (built beside it, then swapped in whole); LoRA
+    adapters merged into a copy."""
+    tmp = path.parent / f".{path.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     plain = model
@@ -280,89 +280,29 @@ def save_finetuned(model: TransformerModel, path: Path, tokenizer: Tokenizer | N
         plain = copy.deepcopy(model)
         merge_lora(plain)
     save(plain, tmp, tokenizer)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.replace(path)
+    replace_dir(tmp, path)
 
 
 # -- prediction and metrics ----------------------------------------------------------------------
 
 
-@torch.no_grad()
 def predict(model: TransformerModel, split: TaskSplit, task: str, batch_size: int = 64) -> tuple[Any, float]:
-    """Model outputs on a split and its mean loss.
+    """Model outputs on a split and its mean loss (see :meth:`lmforge.tasks.Task.predict`).
 
     Returns:
         ``(outputs, loss)``: logits [N, C] float32 for classification; for token classification
-        a list of per-sentence word-level predicted tag ids (a sentence longer than
-        ``max_length`` was split into several items; a word longer than it gets tag 0); for seq2seq the greedily decoded strings.
+        a list of per-sentence word-level predicted tag ids; for seq2seq the greedily decoded
+        strings; for QA one answer per question; for lm / chat the summed NLL per example.
     """
-    if task == "seq2seq":
-        assert isinstance(split.source, Seq2SeqSource), "seq2seq splits come from make_seq2seq_split"
-        return predict_seq2seq(model, split.source, batch_size)
-    if task in CAUSAL_TASKS:  # outputs: summed NLL per example; references: scored-token counts
-        return predict_causal(model, split.source, min(batch_size, 8))  # (B, T, vocab) logits are big
-    if task == "qa":  # outputs: one answer string per question ("" for no answer)
-        assert isinstance(split.source, QASource), "qa splits come from make_qa_split"
-        answers, loss, _ = predict_qa(model, split.source, batch_size)
-        return answers, loss
-    device = next(model.parameters()).device
-    loss_module = TaskLoss(model, task)
-    was_training = model.training
-    model.eval()
-    outputs: list[Any] = []
-    sentence_tags: dict[int, np.ndarray] = {}  # token classification: word-level tags per sentence
-    total, count = 0.0, 0
-    try:
-        for indices in split.source.ordered_batches(batch_size):
-            batch = split.source.collate(indices, np.random.default_rng(0))
-            loss, logits = loss_module(to_tensors(batch, device))
-            scored = len(indices) if task == "classification" else int((batch["token_labels"] != -100).sum())
-            if scored:
-                total, count = total + float(loss) * scored, count + scored
-            if task == "classification":
-                outputs.append(logits.cpu().numpy())
-                continue
-            ids = logits.argmax(-1).cpu().numpy()  # (B, T)
-            for row, index in enumerate(indices):
-                item = split.source.encoded[int(index)]
-                sentence = item.get("example", [int(index)])[0]  # long sentences span several items
-                if sentence not in sentence_tags:
-                    sentence_tags[sentence] = np.zeros(
-                        split.num_words[sentence] if split.num_words else 0, int
-                    )
-                for position, word in enumerate(item["word_index"]):
-                    if word >= 0:
-                        sentence_tags[sentence][word] = ids[row, position]
-    finally:
-        model.train(was_training)
-    if task != "classification":
-        return [sentence_tags[i].tolist() for i in sorted(sentence_tags)], total / max(count, 1)
-    result = np.concatenate(outputs).astype(np.float32)
-    return result, total / max(count, 1)
+    return get_task(task).predict(model, split, batch_size)
 
 
 def default_evaluator(
     task: str, outputs: Any, references: Sequence[Any], label_names: Sequence[str]
 ) -> dict[str, Any]:
-    """Accuracy and macro-F1 (classification) or token accuracy (token classification)."""
-    if task in CAUSAL_TASKS:
-        return causal_metrics(outputs, references)
-    if task == "qa":
-        raise ConfigError(
-            "QA validation metrics (SQuAD EM / F1) live in lmforge.evaluate: pass an evaluator "
-            "(lmforge finetune passes evaluate_predictions)"
-        )
-    if task == "token-classification":
-        pairs = [(p, r) for pred, ref in zip(outputs, references) for p, r in zip(pred, ref)]
-        return {"token_accuracy": float(np.mean([p == r for p, r in pairs])) if pairs else math.nan}
-    preds, labels = np.asarray(outputs).argmax(-1), np.asarray(references)
-    f1s = []
-    for c in range(len(label_names)):
-        tp = float(((preds == c) & (labels == c)).sum())
-        denominator = float((preds == c).sum() + (labels == c).sum())
-        f1s.append(2 * tp / denominator if denominator else 0.0)
-    return {"accuracy": float((preds == labels).mean()), "macro_f1": float(np.mean(f1s))}
+    """The task's validation metrics (:meth:`lmforge.tasks.Task.metrics`, ``validation=True``)."""
+    metrics, _ = get_task(task).metrics(outputs, references, label_names, validation=True)
+    return metrics
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -377,7 +317,7 @@ def _seed_everything(seed: int) -> None:
 def _better(value: float, best: float | None, metric: str) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
-    return value < best if metric in _LOWER_IS_BETTER else value > best
+    return value < best if metric in LOWER_IS_BETTER else value > best
 
 
 def finetune_model(
@@ -389,7 +329,6 @@ def finetune_model(
     label_names: Sequence[str],
     validation: TaskSplit | None = None,
     evaluator: Evaluator | None = None,
-    train_labels: Sequence[int] | None = None,
     on_evaluate: EvalCallback | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (already carrying its task head) and write the run directory.
@@ -399,7 +338,7 @@ def finetune_model(
     validation split, else the last weights (LoRA merged either way).
 
     Args:
-        model: the model with a ``sequence_classification`` / ``token_classification`` head;
+        model: the model with the task's head (:attr:`lmforge.tasks.Task.head`);
             ``config.extra["id2label"]`` is set to ``label_names`` here.
         tokenizer: saved with the model.
         train: training split.
@@ -408,7 +347,6 @@ def finetune_model(
         label_names: class or tag names in index order.
         validation: validation split (early stopping, best checkpoint).
         evaluator: validation metrics (see :data:`Evaluator`); default :func:`default_evaluator`.
-        train_labels: class index of each training example (for ``class_weights="balanced"``).
         on_evaluate: called as ``on_evaluate(step, metrics)`` after each validation; an
             exception it raises ends the run (``RUN`` then holds no final model).
 
@@ -417,6 +355,7 @@ def finetune_model(
         ``examples_per_second``, ``stopped_early``.
     """
     out = Path(out_dir)
+    check_run_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     if train.source.num_examples == 0:
         raise ConfigError("the training data has no examples")
@@ -426,6 +365,8 @@ def finetune_model(
             f"max_length {config.max_length} is longer than the model's {positions} learned positions; "
             f"use --max-length {positions} or less"
         )
+    task = get_task(config.task)
+    settings = config.task_settings()
     evaluator = evaluator or default_evaluator
     model.config.extra["id2label"] = list(label_names)
     model.config.extra["task"] = config.task
@@ -436,18 +377,8 @@ def finetune_model(
     if not optim.warmup_steps and config.warmup_ratio > 0:
         optim.warmup_steps = int(config.warmup_ratio * max_steps)
     eval_every = config.eval_every or steps_per_epoch
-    weights = None
-    if config.class_weights == "balanced":
-        if train_labels is None:
-            raise ConfigError("class_weights=balanced needs the training labels")
-        weights = balanced_class_weights(train_labels, len(label_names))
-    loss_module: nn.Module = (
-        Seq2SeqLoss(model, config.label_smoothing)
-        if config.task == "seq2seq"
-        else QALoss(model)
-        if config.task == "qa"
-        else TaskLoss(model, config.task, weights, config.label_smoothing)
-    )
+    loss_module: nn.Module = task.loss(model, settings, train, len(label_names))
+    weights = task.class_weights(train, len(label_names)) if config.class_weights == "balanced" else None
     optimizer = build_finetune_optimizer(model, config)
     device = next(model.parameters()).device
     precision = resolve_precision(config.precision, device)
@@ -472,19 +403,16 @@ def finetune_model(
 
     with torch_threads(config.threads):  # config.threads applies to this run only
         try:
-            grouped = (
-                config.length_groups > 1
-                and isinstance(train.source, TaskSource)
-                and config.task in ("classification", "token-classification")
-            )
+            grouped = config.length_groups > 1 and task.length_groups and isinstance(train.source, TaskSource)
             while step < max_steps:
                 tick = time.perf_counter()
                 lr = learning_rate(step, max_steps, optim)
                 set_learning_rate(optimizer, lr)
                 if grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
                     loss_value = 0.0
+                    assert isinstance(train.source, TaskSource)
                     parts = length_grouped_batch(
-                        train.source, step, config.batch_size, config.length_groups, config.task, weights
+                        train.source, step, config.batch_size, config.length_groups, task.target_key, weights
                     )
                     for part, share in parts:
                         with autocast(precision, device):
@@ -556,15 +484,18 @@ def finetune_model(
         finally:
             display.close()
             metrics.close()
-    if best is not None:  # the best validation weights become the run's model
-        for item in (out / "best").iterdir():
-            item.replace(out / item.name)
-        (out / "best").rmdir()
+    # The best validation weights (else the last ones) become the run's model; the run directory
+    # is rebuilt beside itself and swapped in whole, so no file of an earlier run survives.
+    staging = out.parent / f".{out.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    if best is not None:
+        (out / "best").replace(staging)
     else:
-        save_finetuned(model, out / ".final", tokenizer)
-        for item in (out / ".final").iterdir():
-            item.replace(out / item.name)
-        (out / ".final").rmdir()
+        save_finetuned(model, staging, tokenizer)
+    for name in RUN_FILES:
+        if (out / name).exists():
+            (out / name).replace(staging / name)
     report = {
         "steps": step,
         "max_steps": max_steps,
@@ -578,8 +509,23 @@ def finetune_model(
         "precision": precision,
         "label_names": list(label_names),
     }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(staging / "report.json", json.dumps(report, indent=2) + "\n")
+    replace_dir(staging, out)
     return report
+
+
+def check_run_dir(out: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty directory that is not an lmforge run or
+    checkpoint: the run's directory is replaced whole at the end, and must not hold anything else."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        known = RUN_FILES + ("report.json", "config.json", "best")
+        if not any((out / name).exists() for name in known):
+            raise ConfigError(
+                f"--out {out}: a non-empty directory that is not an lmforge run; the run replaces its "
+                "directory whole, so choose a new or empty one"
+            )
 
 
 def write_run_report(

@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from lmforge.train.collators import IGNORE_INDEX
-from lmforge.train.task_sources import TaskSource
+from lmforge.tasks.sources import IGNORE_INDEX, TaskSource
 
 __all__ = ["MIN_GROUP_ROWS", "length_grouped_batch"]
 
@@ -29,9 +28,9 @@ MIN_GROUP_ROWS = 4
 _MIN_SAVING = 0.1
 
 
-def _denominator(batch: dict[str, np.ndarray], task: str, class_weights: np.ndarray | None) -> float:
+def _denominator(batch: dict[str, np.ndarray], target_key: str, class_weights: np.ndarray | None) -> float:
     """What the mean cross-entropy of ``batch`` divides by: scored items, or their summed class weights."""
-    targets = batch["labels"] if task == "classification" else batch["token_labels"]
+    targets = batch[target_key]
     scored = targets[targets != IGNORE_INDEX]
     return float(class_weights[scored].sum()) if class_weights is not None else float(scored.size)
 
@@ -41,8 +40,8 @@ def length_grouped_batch(
     step: int,
     batch_size: int,
     groups: int,
-    task: str,
-    class_weights: Tensor | None = None,
+    target_key: str,
+    class_weights: Tensor | np.ndarray | None = None,
 ) -> list[tuple[dict[str, np.ndarray], float]]:
     """The batch of ``step`` as ``(micro_batch, loss_share)`` pairs whose weighted losses sum to its loss.
 
@@ -51,7 +50,9 @@ def length_grouped_batch(
         step: optimizer step (0-based).
         batch_size: examples per step.
         groups: micro-batches at most; 1 returns the plain batch.
-        task: ``classification`` or ``token-classification`` (decides the loss denominator).
+        target_key: the batch entry holding the loss targets (``labels`` per example,
+            ``token_labels`` per token; :attr:`lmforge.tasks.Task.target_key`), whose scored
+            count is the loss denominator.
         class_weights: cross-entropy class weights [C], if the loss uses them.
 
     Returns:
@@ -61,7 +62,7 @@ def length_grouped_batch(
     indices = source.train_indices(step, batch_size)
     rng = np.random.default_rng([source.seed, step, 1])
     groups = min(groups, len(indices) // MIN_GROUP_ROWS)
-    if groups <= 1 or task not in ("classification", "token-classification"):
+    if groups <= 1:
         return [(source.collate(indices, rng), 1.0)]
     lengths = np.array([len(source.encoded[int(i)]["input_ids"]) for i in indices])
     order = np.argsort(lengths, kind="stable")
@@ -69,9 +70,9 @@ def length_grouped_batch(
     padded = sum(int(lengths[part].max()) * len(part) for part in parts)
     if padded > (1 - _MIN_SAVING) * int(lengths.max()) * len(indices):
         return [(source.collate(indices, rng), 1.0)]
-    weights = None if class_weights is None else class_weights.detach().cpu().numpy()
+    weights = class_weights.detach().cpu().numpy() if isinstance(class_weights, Tensor) else class_weights
     batches = [source.collate(indices[np.sort(part)], rng) for part in parts]
-    denominators = [_denominator(batch, task, weights) for batch in batches]
+    denominators = [_denominator(batch, target_key, weights) for batch in batches]
     total = sum(denominators)
     if total <= 0:  # nothing scored at all: keep the whole batch's behaviour
         return [(source.collate(indices, rng), 1.0)]

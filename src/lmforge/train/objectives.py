@@ -1,6 +1,6 @@
 """Objectives: where examples come from (per step, deterministically) and how the loss is computed.
 
-An :class:`ExampleSource` turns one split of token data into numbered examples; the global batch
+A :class:`CorpusSource` (an :class:`~lmforge.tasks.sources.ExampleSource`) turns one split of token data into numbered examples; the global batch
 of optimizer step ``s`` is a pure function of ``(seed, s)`` (an epoch permutation plus a per-step
 generator for masking), so resuming at step ``s`` or splitting the batch over processes sees
 exactly the same examples and masks. :class:`PretrainingLoss` wraps a
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
+from lmforge.tasks.sources import IGNORE_INDEX, ExampleSource
 from lmforge.train.collators import (
-    IGNORE_INDEX,
     Corpus,
     SpecialIds,
     concat_documents,
@@ -35,11 +35,10 @@ from lmforge.train.losses import linear_cross_entropy
 
 #: Stats every micro-batch reports (summed over micro-batches and processes).
 STAT_NAMES = ("lm_loss", "lm_count", "lm_correct", "sentence_loss", "sentence_count", "sentence_correct")
-_EVAL_STREAM = 1_000_003  # seeds validation masking apart from any training step
 
 
-class ExampleSource:
-    """Numbered examples of one split; subclasses define :meth:`collate`.
+class CorpusSource(ExampleSource):
+    """Numbered examples of one split of token data; subclasses define :meth:`collate`.
 
     Args:
         corpus: a :class:`lmforge.data.TokenDataset` split (or anything with its members).
@@ -50,8 +49,6 @@ class ExampleSource:
             when the corpus has no word boundaries of its own.
     """
 
-    num_examples: int
-
     def __init__(
         self,
         corpus: Corpus,
@@ -60,38 +57,9 @@ class ExampleSource:
         seed: int,
         word_table: np.ndarray | None = None,
     ) -> None:
+        super().__init__()
         self.corpus, self.objective, self.specials, self.seed = corpus, objective, specials, seed
         self.word_table = word_table
-        self._order_cache: tuple[int, np.ndarray] | None = None
-
-    def collate(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Arrays of the examples ``indices`` (each (B, ...)); random choices from ``rng``."""
-        raise NotImplementedError
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order_cache is None or self._order_cache[0] != epoch:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-            self._order_cache = (epoch, order)
-        return self._order_cache[1]
-
-    def train_indices(self, step: int, batch_size: int) -> np.ndarray:
-        """Example indices of the global batch of step ``step`` (0-based): a new permutation every epoch."""
-        positions = np.arange(step * batch_size, (step + 1) * batch_size)
-        epochs, within = np.divmod(positions, self.num_examples)
-        return np.array([self._epoch_order(int(e))[i] for e, i in zip(epochs, within)], dtype=np.int64)
-
-    def train_batch(self, step: int, batch_size: int) -> dict[str, np.ndarray]:
-        """The global batch of optimizer step ``step`` (0-based): a new permutation every epoch."""
-        indices = self.train_indices(step, batch_size)
-        return self.collate(indices, np.random.default_rng([self.seed, step, 1]))
-
-    def eval_batch(self, index: int, batch_size: int) -> dict[str, np.ndarray]:
-        """Validation batch ``index``: examples in order, masks fixed across evaluations."""
-        indices = np.arange(index * batch_size, (index + 1) * batch_size) % self.num_examples
-        return self.collate(indices, np.random.default_rng([self.seed, _EVAL_STREAM, index]))
-
-    def epoch_of(self, step: int, batch_size: int) -> float:
-        return step * batch_size / self.num_examples
 
 
 def _require(value: int | None, what: str) -> int:
@@ -100,7 +68,7 @@ def _require(value: int | None, what: str) -> int:
     return value
 
 
-class CausalLMSource(ExampleSource):
+class CausalLMSource(CorpusSource):
     """GPT-2 style: documents joined with EOS, cut into ``seq_len`` blocks (no padding)."""
 
     def __init__(
@@ -117,7 +85,7 @@ class CausalLMSource(ExampleSource):
         return {"input_ids": ids, "labels": ids}
 
 
-class MaskedLMSource(ExampleSource):
+class MaskedLMSource(CorpusSource):
     """BERT / ALBERT sentence pairs (NSP / SOP) or RoBERTa packed blocks, with dynamic masking."""
 
     def __init__(
@@ -172,7 +140,7 @@ class MaskedLMSource(ExampleSource):
         return batch
 
 
-class SpanCorruptionSource(ExampleSource):
+class SpanCorruptionSource(CorpusSource):
     """T5: EOS-joined documents cut into raw blocks, each corrupted to ``seq_len`` encoder tokens."""
 
     def __init__(
@@ -197,7 +165,7 @@ class SpanCorruptionSource(ExampleSource):
         return {"input_ids": inputs, "labels": targets, "decoder_input_ids": decoder_inputs}
 
 
-SOURCES: dict[str, type[ExampleSource]] = {
+SOURCES: dict[str, type[CorpusSource]] = {
     "causal_lm": CausalLMSource,
     "masked_lm": MaskedLMSource,
     "span_corruption": SpanCorruptionSource,

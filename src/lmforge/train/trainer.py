@@ -178,7 +178,8 @@ class Trainer:
         source, batch_size = self.val_source, self.config.data.batch_size
         if source.num_examples == 0:
             return {}
-        count = min(self.config.eval_batches, max(1, source.num_examples // batch_size))
+        # Each validation example once: the last batch is short, never filled up with repeats.
+        count = min(self.config.eval_batches, source.num_eval_batches(batch_size))
         stats = torch.zeros(len(STAT_NAMES), dtype=torch.float64, device=self.runtime.device)
         masked = self.config.objective.kind == "masked_lm"
         shuffled = torch.zeros_like(stats)  # masked LM: the same batches with word order destroyed
@@ -186,6 +187,11 @@ class Trainer:
         try:
             for index in range(count):
                 batch = source.eval_batch(index, batch_size)
+                world = self.runtime.world_size
+                if len(batch["input_ids"]) % world:  # ranks must run the same forwards (FSDP gathers)
+                    batch = {k: v[: len(v) - len(v) % world] for k, v in batch.items()}
+                    if not len(batch["input_ids"]):
+                        break
                 controls = [(batch, stats)] + ([(shuffled_context(batch, index), shuffled)] if masked else [])
                 for rows, total in controls:
                     for micro in self._micro_batches(rows):

@@ -34,14 +34,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from lmforge.errors import ConfigError
+from lmforge.data import ChatData, LMData
+from lmforge.errors import ConfigError, EvaluationError
+from lmforge.metrics.generation import perplexity_metrics
+from lmforge.models import TransformerModel
+from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.sources import IGNORE_INDEX, TaskSource, pad_id
 from lmforge.tokenizers import Tokenizer
-from lmforge.train.collators import IGNORE_INDEX
 
 __all__ = [
-    "CAUSAL_TASKS",
+    "CausalLMLoss",
+    "ChatTask",
+    "LMTask",
     "assistant_spans",
     "causal_lm_loss",
     "causal_metrics",
@@ -52,7 +58,6 @@ __all__ = [
     "shifted_nll",
 ]
 
-CAUSAL_TASKS = ("lm", "chat")
 Message = Mapping[str, str]
 
 
@@ -229,7 +234,7 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 @torch.no_grad()
 def predict_causal(model: torch.nn.Module, source: Any, batch_size: int = 16) -> tuple[np.ndarray, float]:
-    """Summed NLL of each example of a :class:`~lmforge.train.task_sources.TaskSource` and the mean loss.
+    """Summed NLL of each example of a :class:`~lmforge.tasks.sources.TaskSource` and the mean loss.
 
     Returns:
         ``(nll, loss)``: per-example summed NLL [N] float64 (nats) in example order, and the
@@ -263,3 +268,104 @@ def causal_metrics(nll_sums: Any, token_counts: Sequence[int]) -> dict[str, floa
 def scored_counts(encoded: Sequence[Mapping[str, Sequence[int]]]) -> list[int]:
     """Number of scored tokens of each encoded example (its references for evaluation)."""
     return [sum(1 for label in item["labels"] if label != IGNORE_INDEX) for item in encoded]
+
+
+class CausalLMLoss(nn.Module):
+    """The shifted next-token loss of a ``causal_lm`` head on the scored tokens of a batch.
+
+    ``forward(batch)`` returns ``(loss, logits)`` with logits (B, T, V).
+    """
+
+    def __init__(self, model: TransformerModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        logits = self.model(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert logits is not None, "causal LM fine-tuning needs a causal_lm head"
+        return causal_lm_loss(logits, batch["token_labels"]), logits
+
+
+class LMTask(Task):
+    """Causal LM on plain text: every token scored; validation reports loss and perplexity."""
+
+    name = "lm"
+    head = "causal_lm"
+    data_kind = "lm"
+    default_metric = "loss"
+    predict_batch_size = 8  # (B, T, vocab) float32 logits: 8 x 512 x 49152 is already 800 MB
+
+    def read(self, source: Any, split: str, config: Any) -> LMData | ChatData:
+        data = super().read(source, split, config)
+        if not isinstance(data, (LMData, ChatData)):
+            raise ConfigError(f"{source}: not {self.name} data")
+        return data
+
+    def configure(self, model: TransformerModel, train: Any, settings: TaskSettings) -> TaskSettings:
+        settings.max_length = min(settings.max_length, model.config.max_positions)
+        return settings
+
+    def _encode(
+        self, data: Any, tokenizer: Tokenizer, max_length: int
+    ) -> tuple[list[dict[str, list[int]]], dict[str, Any]]:
+        return encode_lm(tokenizer, data.texts, max_length), {}
+
+    def encode(
+        self, data: Any, tokenizer: Tokenizer, settings: TaskSettings, seed: int, training: bool = False
+    ) -> TaskSplit:
+        """References are each example's number of scored tokens; ``info`` counts examples,
+        scored tokens and (chat) conversations dropped / truncated at ``max_length``."""
+        encoded, info = self._encode(data, tokenizer, settings.max_length)
+        counts = scored_counts(encoded)
+        info.update(examples=len(encoded), scored_tokens=sum(counts))
+        return TaskSplit(TaskSource(encoded, None, pad_id(tokenizer), seed), counts, info=info)
+
+    def loss(
+        self, model: TransformerModel, settings: TaskSettings, train: TaskSplit, num_labels: int
+    ) -> nn.Module:
+        return CausalLMLoss(model)
+
+    def predict(self, model: TransformerModel, split: TaskSplit, batch_size: int = 64) -> tuple[Any, float]:
+        """Outputs: summed NLL per example (nats); references: scored tokens per example."""
+        return predict_causal(model, split.source, min(batch_size, self.predict_batch_size or batch_size))
+
+    def metrics(
+        self,
+        outputs: Any,
+        references: Sequence[Any],
+        label_names: Sequence[str] | None = None,
+        *,
+        validation: bool = False,
+        **options: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if outputs is None:
+            raise EvaluationError(f"{self.name}: predictions are required")
+        return {**perplexity_metrics(outputs, references), **causal_metrics(outputs, references)}, {}
+
+    def report_fields(
+        self, train: Any, train_split: TaskSplit, val: Any, val_split: TaskSplit | None
+    ) -> dict[str, Any]:
+        return {
+            "encoding": {
+                "train": train_split.info,
+                "validation": None if val_split is None else val_split.info,
+            }
+        }
+
+
+class ChatTask(LMTask):
+    """Chat SFT on conversations: only the assistant turns are scored."""
+
+    name = "chat"
+    data_kind = "chat"
+
+    def _encode(
+        self, data: Any, tokenizer: Tokenizer, max_length: int
+    ) -> tuple[list[dict[str, list[int]]], dict[str, Any]]:
+        if isinstance(data, ChatData):
+            return encode_chat(tokenizer, [e.as_dicts() for e in data.examples], max_length)
+        return super()._encode(data, tokenizer, max_length)
+
+
+register_task(LMTask())
+register_task(ChatTask())

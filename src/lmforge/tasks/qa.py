@@ -19,8 +19,11 @@ BERT reference code) beats the best span by more than ``null_threshold``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,18 +31,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmforge.data import QAData
 from lmforge.data.qa import QAExample
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, EvaluationError
+from lmforge.fileio import atomic_write_text
+from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel
+from lmforge.models.checkpoint import LoadedModel
+from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.sources import TaskSource, model_inputs, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer
-from lmforge.train.task_sources import TaskSource, to_tensors
 
 __all__ = [
     "QAConfig",
     "QALoss",
     "QASource",
+    "QATask",
     "best_spans",
     "encode_qa",
+    "make_qa_split",
     "predict_qa",
 ]
 
@@ -200,10 +210,7 @@ class QALoss(nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"]}
-        if "token_type_ids" in batch and self.model.config.type_vocab_size:
-            inputs["token_type_ids"] = batch["token_type_ids"]
-        logits = self.model(batch["input_ids"], **inputs).logits
+        logits = self.model(batch["input_ids"], **model_inputs(self.model, batch)).logits
         if logits is None or logits.shape[-1] != 2:
             raise ConfigError("QA fine-tuning needs a question_answering head (start / end logits)")
         logits = logits.float()  # (B, T, 2)
@@ -318,3 +325,127 @@ def predict_qa(
         source.config.null_threshold,
     )
     return answers, total / max(source.num_examples, 1), margins
+
+
+def make_qa_split(
+    data: QAData, tokenizer: Tokenizer, max_length: int, config: QAConfig, seed: int
+) -> TaskSplit:
+    """Windows of a QA split; the references are each question's gold answer texts ([] if none)."""
+    features = encode_qa(tokenizer, data.examples, max_length, config)
+    source = QASource(features, data.examples, pad_id(tokenizer), seed, config)
+    return TaskSplit(source, [[a.text for a in e.answers] for e in data.examples])
+
+
+def _window_length(requested: int, config: Any) -> int:
+    """``requested``, checked against the model's learned positions (the same error as the other tasks)."""
+    limit = config.max_positions
+    if config.positions == "learned" and limit and requested > limit:
+        raise ConfigError(
+            f"max_length {requested} is longer than the model's {limit} learned positions; "
+            f"use --max-length {limit} or less"
+        )
+    return requested
+
+
+class QATask(Task):
+    """Extractive QA on SQuAD v1.1 / v2.0 JSON: a ``question_answering`` head (start / end logits).
+
+    ``TaskSettings.options`` is the :class:`QAConfig`; the resolved one (``version_2`` from the
+    training data) is stored in ``config.extra["qa"]`` so evaluation windows and decodes the same way.
+    """
+
+    name = "qa"
+    head = "question_answering"
+    data_kind = "qa"
+    default_metric = "f1"
+    augmentable = False
+
+    def read(self, source: Any, split: str, config: Any) -> QAData:
+        data = super().read(source, split, config)
+        assert isinstance(data, QAData)
+        return data
+
+    def check_model(self, loaded: LoadedModel, name: str | Path) -> None:
+        _window_length(loaded.config.max_positions, loaded.config)
+
+    def configure(self, model: TransformerModel, train: QAData, settings: TaskSettings) -> TaskSettings:
+        qa = settings.options if isinstance(settings.options, QAConfig) else QAConfig()
+        if qa.version_2 is None:
+            qa = dataclasses.replace(qa, version_2=train.has_impossible)
+        _window_length(settings.max_length, model.config)
+        model.config.extra["qa"] = dataclasses.asdict(qa)
+        return dataclasses.replace(settings, options=qa)
+
+    def settings_for(
+        self, loaded: LoadedModel, max_length: int | None = None, **overrides: Any
+    ) -> TaskSettings:
+        """``null_threshold=`` overrides the run's SQuAD v2.0 no-answer threshold."""
+        stored = dict(loaded.config.extra.get("qa") or {})
+        known = {f.name for f in dataclasses.fields(QAConfig)}
+        qa = QAConfig(**{k: v for k, v in stored.items() if k in known})
+        if overrides.get("null_threshold") is not None:
+            qa.null_threshold = float(overrides["null_threshold"])
+        length = _window_length(max_length or int(loaded.config.extra.get("max_length", 384)), loaded.config)
+        return TaskSettings(max_length=length, options=qa)
+
+    def encode(
+        self, data: QAData, tokenizer: Tokenizer, settings: TaskSettings, seed: int, training: bool = False
+    ) -> TaskSplit:
+        qa = settings.options if isinstance(settings.options, QAConfig) else QAConfig()
+        if not training and data.has_impossible and not qa.version_2:  # "no answer" allowed on v2.0 data
+            qa = dataclasses.replace(qa, version_2=True)
+        return make_qa_split(data, tokenizer, settings.max_length, qa, seed)
+
+    def loss(
+        self, model: TransformerModel, settings: TaskSettings, train: TaskSplit, num_labels: int
+    ) -> nn.Module:
+        return QALoss(model)
+
+    def predict(self, model: TransformerModel, split: TaskSplit, batch_size: int = 64) -> tuple[Any, float]:
+        """Outputs: one answer string per question (``""`` for no answer)."""
+        assert isinstance(split.source, QASource), "qa splits come from QATask.encode"
+        answers, loss, margins = predict_qa(model, split.source, batch_size)
+        split.info["null_margins"] = margins
+        return answers, loss
+
+    def prediction_fields(self, data: QAData, split: TaskSplit, loaded: LoadedModel) -> dict[str, Any]:
+        assert isinstance(split.source, QASource)
+        return {
+            "ids": [e.id for e in data.examples],
+            "null_margins": split.info.get("null_margins"),
+            "version_2": split.source.config.version_2,
+        }
+
+    def metrics(
+        self,
+        outputs: Any,
+        references: Sequence[Any],
+        label_names: Sequence[str] | None = None,
+        *,
+        validation: bool = False,
+        **options: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if outputs is None:
+            raise EvaluationError("qa: predictions are required")
+        return squad_metrics(list(outputs), list(references)), {}
+
+    def write_outputs(self, out_dir: Path, result: dict[str, Any]) -> dict[str, str]:
+        """``predictions.json``: ``{id: answer}``, the official SQuAD evaluation script's input."""
+        answers = dict(zip(result["ids"], result["outputs"]))
+        path = Path(out_dir) / "predictions.json"
+        atomic_write_text(path, json.dumps(answers, indent=2, ensure_ascii=False) + "\n")
+        return {"predictions": str(path)}
+
+    def report_fields(
+        self, train: Any, train_split: TaskSplit, val: Any, val_split: TaskSplit | None
+    ) -> dict[str, Any]:
+        assert isinstance(train_split.source, QASource)
+        return {
+            "train_questions": len(train),
+            "train_windows": train_split.source.num_examples,
+            "validation_windows": None if val_split is None else val_split.source.num_examples,
+            "version_2": train_split.source.config.version_2,
+        }
+
+
+register_task(QATask())
