@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 import lmforge
 from lmforge.cli import app
 from lmforge.data.seq2seq import Seq2SeqData, Seq2SeqExample
-from lmforge.generate import GenerationConfig, generate
 from lmforge.models import TransformerModel, preset_config
 from lmforge.tasks.seq2seq import Seq2SeqLoss, greedy_decode, make_seq2seq_split
 from lmforge.tokenizers import Tokenizer
@@ -110,14 +109,48 @@ def test_padded_targets_do_not_count(tokenizer: Tokenizer) -> None:
     torch.testing.assert_close(loss_module(noisy)[0], loss)
 
 
-def test_greedy_decode_matches_generate(tokenizer: Tokenizer) -> None:
-    model = tiny_t5(tokenizer, seed=1).eval()
-    batch = tokenizer.batch_encode(["god made light", "man saw the night and the day"])
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    ours = greedy_decode(model, ids, mask, max_new_tokens=7, eos_token_id=-1)  # no stop: compare all steps
-    reference = generate(model, ids, mask, GenerationConfig(max_new_tokens=7, eos_token_id=-1))
-    assert ours.shape == (2, 7)
-    assert torch.equal(ours, reference)
+def _random_t5_batch() -> tuple[TransformerModel, torch.Tensor, torch.Tensor, list[int]]:
+    """A tiny T5 with large random weights (its greedy choices differ per source and step) and
+    four right-padded sources of different lengths."""
+    torch.manual_seed(3)
+    config = preset_config(
+        "t5-tiny", vocab_size=48, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, dropout=0.0
+    )
+    model = TransformerModel(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    lengths = [5, 9, 2, 7]
+    ids, mask = torch.zeros(4, 9, dtype=torch.long), torch.zeros(4, 9, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = torch.randint(2, 48, (length,), generator=generator)
+        mask[row, :length] = 1
+    return model, ids, mask, lengths
+
+
+# What the train stage's own greedy decoder produced on that batch before it was replaced by
+# lmforge.generate (torch 2.13, CPU); row 3 reaches EOS (1) at step 5.
+GREEDY_BEFORE = [
+    [35, 5, 35, 5, 35, 5, 5, 5, 35, 5],
+    [35, 47, 47, 47, 5, 47, 47, 5, 35, 5],
+    [35, 35, 47, 40, 35, 7, 35, 47, 35, 47],
+    [36, 22, 22, 22, 1, 12, 9, 22, 22, 22],
+]
+
+
+def test_seq2seq_greedy_decoding_is_the_generate_decoder() -> None:
+    model, ids, mask, lengths = _random_t5_batch()
+    no_stop = greedy_decode(model, ids, mask, max_new_tokens=10, eos_token_id=-1)
+    assert no_stop.tolist() == GREEDY_BEFORE
+    # With the model's EOS, a finished row repeats EOS while the others go on.
+    stopped = greedy_decode(model, ids, mask, max_new_tokens=10)
+    assert stopped.tolist() == GREEDY_BEFORE[:3] + [GREEDY_BEFORE[3][:5] + [1] * 5]
+    # The batch decodes as each source would alone, unpadded; alone, row 3 stops at its EOS.
+    alone = [
+        greedy_decode(model, ids[r : r + 1, :n], mask[r : r + 1, :n], 10)[0] for r, n in enumerate(lengths)
+    ]
+    assert [a.tolist() for a in alone] == GREEDY_BEFORE[:3] + [GREEDY_BEFORE[3][:5]]
 
 
 def test_finetune_learns_toy_translation(tokenizer: Tokenizer, tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ the decoder sees the target shifted right by one (``decoder_start_token_id`` fir
 padded target positions are ``-100`` and do not count. Batches are padded to their own longest
 source and target (dynamic padding, as :class:`~lmforge.tasks.sources.TaskSource`).
 
-Validation and prediction decode greedily over the KV cache (:func:`greedy_decode`; a test
-checks it gives the tokens of :func:`lmforge.generate.generate`); metrics are BLEU / chrF (plus
-ROUGE and METEOR for English targets, outside validation), see :mod:`lmforge.metrics.seq2seq`.
+Validation and prediction decode greedily with :func:`lmforge.generate.generate` (the encoder
+runs once, the decoder steps over the KV cache): the decoder sits below this stage, so validation
+sees exactly what ``lmforge generate`` and serving produce. Metrics are BLEU / chrF (plus ROUGE
+and METEOR for English targets, outside validation), see :mod:`lmforge.metrics.seq2seq`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from torch import Tensor, nn
 from lmforge.data import Seq2SeqData
 from lmforge.errors import ConfigError, EvaluationError
 from lmforge.fileio import atomic_write_text
+from lmforge.generate import GenerationConfig, generate
 from lmforge.metrics.generation import generation_metrics
 from lmforge.metrics.seq2seq import seq2seq_metrics
-from lmforge.models import KVCache, TransformerModel, shift_right
+from lmforge.models import TransformerModel, shift_right
 from lmforge.models.checkpoint import LoadedModel
 from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import IGNORE_INDEX, TaskSource, pad_id, to_tensors
@@ -183,7 +185,6 @@ class Seq2SeqLoss(nn.Module):
         return loss, logits
 
 
-@torch.no_grad()
 def greedy_decode(
     model: TransformerModel,
     input_ids: Tensor,
@@ -191,7 +192,7 @@ def greedy_decode(
     max_new_tokens: int,
     eos_token_id: int | None = None,
 ) -> Tensor:
-    """Greedy encoder-decoder decoding over the KV cache (the encoder runs once).
+    """Greedy encoder-decoder decoding: :func:`lmforge.generate.generate` at temperature 0.
 
     Args:
         input_ids: (B, S) sources, right-padded.
@@ -202,34 +203,8 @@ def greedy_decode(
     Returns:
         (B, <= max_new_tokens) generated ids, without the start token.
     """
-    config = model.config
-    eos = eos_token_id if eos_token_id is not None else config.eos_token_id
-    memory = model.encode(input_ids, attention_mask)  # (B, S, H)
-    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else 0
-    step_ids = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
-    cache = KVCache()
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    tokens: list[Tensor] = []
-    for _ in range(max_new_tokens):
-        out = model(
-            input_ids,
-            attention_mask,
-            decoder_input_ids=step_ids,
-            encoder_hidden_states=memory,
-            past_key_values=cache,
-        )
-        assert out.logits is not None
-        token = out.logits[:, -1].argmax(-1)  # (B,)
-        if eos is not None:
-            token = token.masked_fill(done, eos)
-            done |= token == eos
-        tokens.append(token)
-        step_ids = token[:, None]
-        if bool(done.all()):
-            break
-    if not tokens:
-        return input_ids.new_zeros((input_ids.shape[0], 0))
-    return torch.stack(tokens, dim=1)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, eos_token_id=eos_token_id)
+    return generate(model, input_ids, attention_mask, config)
 
 
 def _strip(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
