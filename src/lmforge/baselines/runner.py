@@ -19,15 +19,24 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmforge.baselines.config import (
+    CLASSIFIER_KINDS,
+    KINDS,
+    LM_KINDS,
+    SEQ2SEQ_KINDS,
+    TAGGER_KINDS,
+    BaselineConfig,
+    Progress,
+)
 from lmforge.baselines.datasets import load_classification_split, load_tagging_split, load_text_lines
-from lmforge.baselines.seq2seq import SEQ2SEQ_KINDS, run_copy
-from lmforge.baselines.text import TOKEN_MODES, Vocabulary, resolve_mode, tokenize
+from lmforge.baselines.seq2seq import run_copy
+from lmforge.baselines.text import Vocabulary, resolve_mode, tokenize
 from lmforge.data.clean import assign_split
 from lmforge.errors import ConfigError
 from lmforge.evaluate import evaluate_predictions, write_evaluation
@@ -36,94 +45,7 @@ from lmforge.runtime import torch_threads
 
 __all__ = ["CLASSIFIER_KINDS", "KINDS", "LM_KINDS", "TAGGER_KINDS", "BaselineConfig", "run_baseline"]
 
-CLASSIFIER_KINDS = ("tfidf-lr", "tfidf-nb", "tfidf-svm", "word2vec-lr", "glove-lr", "textcnn", "bilstm")
-LM_KINDS = ("ngram-kn", "ngram-wb")
-TAGGER_KINDS = ("bilstm-tagger",)
-KINDS = CLASSIFIER_KINDS + LM_KINDS + TAGGER_KINDS + SEQ2SEQ_KINDS
 _DEFAULT_EPOCHS = {"word2vec-lr": 10, "glove-lr": 25, "textcnn": 5, "bilstm": 5, "bilstm-tagger": 5}
-
-Progress = Callable[[str], None]
-
-
-@dataclass
-class BaselineConfig:
-    """One baseline run; the CLI parses into it, every field has a sensible default but ``kind``,
-    ``data`` and ``out``.
-
-    Attributes:
-        kind: one of :data:`KINDS`.
-        data: training file or dataset asset (``zh-sentiment``, ``peoples-daily-ner``, a corpus for LMs).
-        out: output folder.
-        test: test file / asset split; ``None`` uses the asset's test split or a hash split of ``data``.
-        text_column, label_column: column / field names of CSV / TSV / JSONL inputs.
-        test_fraction: share of ``data`` tested on when there is no ``test``.
-        on_error: ``raise`` or ``skip`` bad records.
-        tokens: ``auto`` | ``char`` | ``word`` | ``jieba`` tokens for every kind but TF-IDF
-            (``auto``: characters for mostly-CJK text, else words).
-        analyzer, word_ngrams, char_ngrams, max_features, c, alpha: TF-IDF settings
-            (:class:`~lmforge.baselines.linear.TfidfSettings`); ``c`` is also the LR strength of
-            ``word2vec-lr`` / ``glove-lr``.
-        order, discount, min_count: n-gram order, Kneser-Ney discount (``None``: modified KN),
-            rarest kept token (n-gram, embedding and neural vocabularies; TF-IDF ``min_df``).
-        embed_dim, window: embedding size, word2vec / GloVe context window.
-        epochs, batch_size, lr, max_length, max_vocab: training of word2vec / GloVe / neural kinds
-            (``epochs`` and ``lr`` default per kind).
-        threads: torch intra-op threads during the run (``None``: torch's default). Small models
-            on a busy machine run several times faster with 1.
-        seed: every random choice.
-    """
-
-    kind: str
-    data: str
-    out: Path
-    test: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    test_fraction: float = 0.1
-    on_error: str = "raise"
-    tokens: str = "auto"
-    analyzer: str = "auto"
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (1, 3)
-    max_features: int | None = None
-    c: float = 1.0
-    alpha: float = 0.1
-    order: int = 3
-    discount: float | None = None
-    min_count: int = 1
-    embed_dim: int = 100
-    window: int = 5
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float | None = None
-    max_length: int = 256
-    max_vocab: int | None = 50000
-    threads: int | None = None
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field and what to use instead."""
-        if self.kind not in KINDS:
-            raise ConfigError(f"--kind {self.kind!r}: choose one of {', '.join(KINDS)}")
-        if self.tokens not in TOKEN_MODES:
-            raise ConfigError(f"--tokens {self.tokens!r}: choose one of {', '.join(TOKEN_MODES)}")
-        if self.on_error not in ("raise", "skip"):
-            raise ConfigError(f"--on-error {self.on_error!r}: use raise or skip")
-        for name in ("embed_dim", "window", "batch_size", "max_length", "order", "min_count"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads={self.threads}: must be >= 1 (or unset for torch's default)")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"epochs={self.epochs}: must be >= 1")
-
-    @property
-    def task(self) -> str:
-        if self.kind in LM_KINDS:
-            return "lm"
-        if self.kind in SEQ2SEQ_KINDS:
-            return "seq2seq"
-        return "token-classification" if self.kind in TAGGER_KINDS else "classification"
 
 
 def _versions() -> dict[str, str]:

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lmforge.baselines.config import SEQ2SEQ_KINDS, BaselineConfig, Progress
 from lmforge.data import TASK_DATASETS, TaskDataConfig, load_task_data
 from lmforge.data.seq2seq import Seq2SeqData
 from lmforge.errors import ConfigError
 from lmforge.metrics.seq2seq import seq2seq_metrics
 from lmforge.tasks.seq2seq import write_predictions
 
-if TYPE_CHECKING:
-    from lmforge.baselines.runner import BaselineConfig, Progress
-
 __all__ = ["SEQ2SEQ_KINDS", "run_copy"]
-
-SEQ2SEQ_KINDS = ("copy",)
 
 
 def _pairs(config: BaselineConfig) -> tuple[Seq2SeqData, str]:
