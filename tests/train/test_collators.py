@@ -120,8 +120,10 @@ def test_sentence_pairs_half_real_half_not(task: str) -> None:
 
 def test_concat_documents_packs_with_separator() -> None:
     corpus = MemoryCorpus(30, seed=1)
-    stream, words = concat_documents(corpus, EOS, with_words=True)
-    assert words is not None and len(words) == len(stream) == corpus.num_tokens + 30
+    packed, packed_words = concat_documents(corpus, EOS, with_words=True)
+    assert packed_words is not None and len(packed_words) == len(packed) == corpus.num_tokens + 30
+    stream, words = np.asarray(packed), np.asarray(packed_words)
+    assert stream.dtype == np.int64 and words.dtype == bool
     pieces = np.split(stream, np.flatnonzero(stream == EOS) + 1)[:-1]
     assert [p[:-1].tolist() for p in pieces] == [corpus.document(i).tolist() for i in range(30)]
     assert words[stream == EOS].all()

@@ -132,6 +132,12 @@ class TokenDataset:
         """The copy of the tokenizer saved next to the data."""
         return self.directory / self.manifest["tokenizer_dir"]
 
+    @property
+    def word_flags(self) -> np.ndarray | None:
+        """uint8 ``(num_tokens,)`` memmap, 1 where a whole word begins (all documents, as ``tokens``),
+        or ``None`` without word segmentation."""
+        return self._words
+
     def __len__(self) -> int:
         return self.num_documents
 

@@ -3,8 +3,8 @@
 Every random choice draws from a ``numpy.random.Generator`` passed in, so a batch is a function
 of (seed, step) alone: that is what makes resumed and distributed runs repeat a run exactly.
 
-* :func:`concat_documents` packs documents into one stream with a separator after each
-  (causal LM, RoBERTa-style MLM and T5 cut fixed-length blocks from it).
+* :func:`concat_documents` packs documents into one stream with a separator after each, read
+  lazily from the corpus (causal LM, RoBERTa-style MLM and T5 cut fixed-length blocks from it).
 * :func:`mask_tokens` does BERT's dynamic 80/10/10 masking, per token or per whole word.
 * :func:`sentence_pairs` builds ``[CLS] A [SEP] B [SEP]`` pairs for NSP (BERT) and SOP (ALBERT).
 * :func:`span_corrupt` is T5's span corruption with sentinel tokens.
@@ -21,7 +21,11 @@ from lmforge.tasks.sources import IGNORE_INDEX
 
 
 class Corpus(Protocol):
-    """What collators read: :class:`lmforge.data.TokenDataset` or any object with these members."""
+    """What collators read: :class:`lmforge.data.TokenDataset` or any object with these members.
+
+    A corpus may also have ``word_flags``, the (num_tokens,) word starts of all documents in one
+    array (a memmap); packing then reads it instead of calling ``word_starts`` per document.
+    """
 
     offsets: np.ndarray  # int64 (num_documents + 1,)
     tokens: np.ndarray  # (num_tokens,) all documents concatenated
@@ -73,39 +77,91 @@ class SpecialIds:
 # Packing
 
 
+class PackedStream:
+    """All documents of a corpus as one stream with a separator after each, read on demand.
+
+    Indexing with an integer array gives an int64 array of the same shape, read from the corpus
+    (a memmap stays on disk: only the pages of the positions asked for are touched), so a corpus
+    larger than RAM can be packed. Memory is one int64 per document.
+
+    Args:
+        corpus: the documents.
+        separator: id put after every document, or None for none.
+        words: read whole-word flags (bool; separators count as word starts) instead of token ids.
+    """
+
+    def __init__(self, corpus: Corpus, separator: int | None, words: bool = False) -> None:
+        self.corpus, self.separator, self.flags = corpus, separator, words
+        self.offsets = np.asarray(corpus.offsets, dtype=np.int64)  # (D + 1,)
+        # Stream position of each document's first token (and the end): one separator per earlier document.
+        self.starts = self.offsets + (np.arange(len(self.offsets)) if separator is not None else 0)
+        self.dtype = np.dtype(bool) if words else np.dtype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, index: np.ndarray | int | slice) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        positions = np.asarray(index, dtype=np.int64)
+        flat = positions.reshape(-1)
+        if flat.size and (flat.min() < -len(self) or flat.max() >= len(self)):
+            raise IndexError(f"stream position out of range for a stream of {len(self)}")
+        flat = np.where(flat < 0, flat + len(self), flat)
+        doc = np.searchsorted(self.starts, flat, side="right") - 1  # (N,) document of each position
+        within = flat - self.starts[doc]
+        real = within < self.offsets[doc + 1] - self.offsets[doc]  # False at separators
+        out = np.ones(flat.shape, self.dtype) if self.flags else np.empty(flat.shape, self.dtype)
+        if not self.flags:
+            if self.separator is not None:
+                out[~real] = self.separator
+            # Fancy indexing a memmap reads just these tokens.
+            out[real] = self.corpus.tokens[self.offsets[doc[real]] + within[real]]
+        else:
+            self._read_words(out, doc[real], within[real], real)
+        return out.reshape(positions.shape)
+
+    def _read_words(self, out: np.ndarray, doc: np.ndarray, within: np.ndarray, real: np.ndarray) -> None:
+        """Word flags from the corpus's flat ``word_flags`` (a memmap, as :class:`~lmforge.data.TokenDataset`
+        has), else through its per-document ``word_starts``, one call per document."""
+        flat = getattr(self.corpus, "word_flags", None)
+        if flat is not None:
+            out[real] = flat[self.offsets[doc] + within] != 0
+            return
+        values = np.empty(len(doc), dtype=bool)
+        order = np.argsort(doc, kind="stable")
+        docs, first = np.unique(doc[order], return_index=True)
+        for d, group in zip(docs, np.split(order, first[1:])):
+            starts = self.corpus.word_starts(int(d))
+            assert starts is not None
+            values[group] = np.asarray(starts, dtype=bool)[within[group]]
+        out[real] = values
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """The whole stream in memory (small corpora and tests only)."""
+        whole = self[np.arange(len(self))]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 def concat_documents(
     corpus: Corpus, separator: int | None, with_words: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """All documents in one int64 stream, ``separator`` after each (when not None).
+) -> tuple[PackedStream, PackedStream | None]:
+    """All documents in one int64 stream, ``separator`` after each (when not None), read lazily.
 
     Returns:
         ``(stream, word_starts)``: ``stream`` (N,); ``word_starts`` (N,) bool with True where a
         whole word begins (separators count as words), or None when ``with_words`` is False or
-        the corpus has no word boundaries.
+        the corpus has no word boundaries. Both are :class:`PackedStream` views: index them with
+        integer arrays; nothing of the corpus is copied.
     """
-    offsets = np.asarray(corpus.offsets, dtype=np.int64)
-    tokens = np.asarray(corpus.tokens).astype(np.int64)
-    num_docs = len(offsets) - 1
-    if separator is None:
-        stream = tokens
-        positions = None
-    else:
-        lengths = np.diff(offsets)
-        # Token j of document d moves right by d (one separator per earlier document).
-        positions = np.arange(len(tokens)) + np.repeat(np.arange(num_docs), lengths)
-        stream = np.full(len(tokens) + num_docs, separator, dtype=np.int64)
-        stream[positions] = tokens
     words = None
-    if with_words and num_docs and corpus.word_starts(0) is not None:
-        starts = np.concatenate(
-            [np.asarray(corpus.word_starts(i), dtype=bool) for i in range(num_docs)] or [np.zeros(0, bool)]
-        )
-        if positions is None:
-            words = starts
-        else:
-            words = np.ones(len(stream), dtype=bool)
-            words[positions] = starts
-    return stream, words
+    if with_words and corpus.num_documents and corpus.word_starts(0) is not None:
+        words = PackedStream(corpus, separator, words=True)
+    return PackedStream(corpus, separator), words
 
 
 def word_starts_from_vocab(vocab: dict[str, int], vocab_size: int) -> np.ndarray:
