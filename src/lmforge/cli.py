@@ -456,6 +456,13 @@ def pretrain(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
     ] = False,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="With --resume, accept changed optimizer settings (optim.*), precision, device, distributed.",
+        ),
+    ] = False,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Recipe overrides such as optim.lr=3e-4 model.num_layers=2.")
     ] = None,
@@ -467,12 +474,15 @@ def pretrain(
     items = list(overrides or [])
     if max_steps is not None:
         items.append(f"max_steps={max_steps}")
-    report = run_pretraining(load_config(config, items), out, data=data, resume=resume)
+    report = run_pretraining(
+        load_config(config, items), out, data=data, resume=resume, allow_config_change=allow_config_change
+    )
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one summary line
     if main_process and report.get("final_val_loss") is not None:
+        speed = report.get("tokens_per_second")
         console.print(
             f"{report['steps']} steps, val loss {report['final_val_loss']:.4f}, perplexity "
-            f"{report['val_perplexity']:.2f}, {report['tokens_per_second']:,.0f} tokens/s -> [bold]{out}[/bold]"
+            f"{report['val_perplexity']:.2f}, {f'{speed:,.0f}' if speed else 'n/a'} tokens/s -> [bold]{out}[/bold]"
         )
 
 

@@ -1,4 +1,5 @@
-"""Stand-in token data for pretraining tests: the members of lmforge.data.TokenDataset, in memory."""
+"""Stand-in token data for pretraining tests: the members of lmforge.data.TokenDataset, in memory,
+and a small prepared directory for tests that go through the CLI."""
 
 from __future__ import annotations
 
@@ -103,3 +104,22 @@ def train_losses(run_dir: Path) -> list[float]:
     """Per-step training losses from a run's metrics.jsonl."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if r["kind"] == "train"]
+
+
+# A 20-word English vocabulary: a 300-token BPE learns it in well under a second.
+_WORDS = [
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are",
+]  # fmt: skip
+
+
+def prepare_english_data(root: Path) -> Path:
+    """Train a tiny BPE on 600 random English lines and ``lmforge data prepare`` them into ``root/data``."""
+    from lmforge.data import prepare
+    from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
+
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(_WORDS, rng.integers(5, 20))) + "." for _ in range(600)]
+    (root / "corpus.txt").write_text("\n".join(lines) + "\n")
+    tokenizer = train_tokenizer(lines, TokenizerTrainConfig(kind="bpe", vocab_size=300, family="gpt2"))
+    prepare([str(root / "corpus.txt")], tokenizer, root / "data", validation_fraction=0.1, workers=1)
+    return root / "data"

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pretrain_utils import prepare_english_data
 
 import lmforge
-from lmforge.data import TokenDataset, prepare
-from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
+from lmforge.data import TokenDataset
 
 RECIPES = Path(__file__).parents[2] / "recipes" / "pretrain"
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64"]
@@ -33,36 +33,7 @@ def _lmforge(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def english_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("english")
-    rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "of",
-        "and",
-        "to",
-        "in",
-        "a",
-        "is",
-        "that",
-        "for",
-        "it",
-        "as",
-        "was",
-        "with",
-        "be",
-        "by",
-        "on",
-        "not",
-        "he",
-        "this",
-        "are",
-    ]
-    lines = [" ".join(rng.choice(words, rng.integers(5, 20))) + "." for _ in range(600)]
-    (root / "corpus.txt").write_text("\n".join(lines) + "\n")
-    config = TokenizerTrainConfig(kind="bpe", vocab_size=300, family="gpt2")
-    tokenizer = train_tokenizer(lines, config)
-    prepare([str(root / "corpus.txt")], tokenizer, root / "data", validation_fraction=0.1, workers=1)
-    return root / "data"
+    return prepare_english_data(tmp_path_factory.mktemp("english"))
 
 
 def test_pretrain_cli_writes_report_and_model(tmp_path: Path, english_data: Path) -> None:

@@ -1,17 +1,23 @@
-"""Resumable training checkpoints: atomic directories, keep-last-N, and exact RNG restore.
+"""Resumable training checkpoints: complete-or-absent directories, keep-last-N, exact RNG restore.
 
 ``RUN/checkpoints/step-00000100/`` holds an lmforge model checkpoint (``lmforge.load`` reads it)
-plus ``trainer.pt`` (optimizer, loss scaler, step, best validation loss) and one
-``rng-<rank>.pt`` per process (python, numpy and torch generator states). It is written under a
-temporary name and renamed when complete, so a run killed at any moment (even ``kill -9``)
-leaves only whole checkpoints; :func:`latest` ignores leftovers.
+plus ``trainer.pt`` (optimizer, loss scaler, step, best validation loss), one ``rng-<rank>.pt``
+per process (python, numpy and torch generator states), ``run_state.json`` (the settings the run
+had at that step) and, written last, ``manifest.json`` (size and SHA-256 of every other file).
+The directory is built under a temporary name, every file fsynced, then renamed, so a run killed
+at any moment (even ``kill -9`` or a power cut) leaves only whole checkpoints; :func:`latest`
+ignores leftovers and :func:`verify_checkpoint` finds one damaged later (a truncated copy).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
+import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +27,15 @@ import torch
 from torch import nn
 
 from lmforge.errors import CheckpointError
+from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
 from lmforge.models.checkpoint import WEIGHTS_NAME, save
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.distributed import Runtime, barrier
 
 CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+RUN_STATE = "run_state.json"
 _PREFIX = "step-"
 _TMP = ".tmp-"
 
@@ -35,13 +44,18 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"{_PREFIX}{step:08d}"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a ``step-NNNNNNNN`` directory."""
+    return int(path.name[len(_PREFIX) :])
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
+    return sorted(found, key=checkpoint_step)
 
 
 def latest(run_dir: Path) -> Path | None:
@@ -145,8 +159,18 @@ def save_checkpoint(
     runtime: Runtime,
     sharded: bool,
     keep_last: int,
+    run_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically (temp dir, then rename) and drop the oldest beyond ``keep_last``."""
+    """Write checkpoint ``step`` complete-or-absent and drop the oldest beyond ``keep_last``.
+
+    Files go into a temporary sibling, are fsynced, get a ``manifest.json`` (written last), then
+    the directory is renamed into place. Older checkpoints are pruned only after that rename, so
+    the previous complete one survives a crash at any point of the save.
+
+    Args:
+        run_state: JSON-serialisable settings of the run at this step (``run_state.json``);
+            resuming compares them with the new settings.
+    """
     final = checkpoint_dir(run_dir, step)
     tmp = final.parent / f"{_TMP}{final.name}"
     if runtime.is_main:
@@ -169,8 +193,14 @@ def save_checkpoint(
             "scaler": scaler.state_dict() if scaler is not None else None,
         }
         torch.save(payload, tmp / "trainer.pt")
+        state = {"step": step, **(run_state or {})}
+        (tmp / RUN_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     barrier(runtime)
     if runtime.is_main:
+        # Data before the marker, the marker before the rename: after a power cut the manifest
+        # never describes bytes that did not reach the disk.
+        _fsync_files(tmp)
+        write_manifest(tmp, step)
         _fsync_dir(tmp)
         if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
             old = final.parent / f"{_TMP}old-{final.name}"
@@ -180,10 +210,105 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
-        for stale in list_checkpoints(run_dir)[:-keep_last]:
+        older = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) < step]
+        for stale in older[: max(0, len(older) - (keep_last - 1))]:
             shutil.rmtree(stale, ignore_errors=True)
     barrier(runtime)
     return final
+
+
+# ---------------------------------------------------------------------------------------------
+# Completeness: fsync, manifest, verification
+
+
+def _fsync_files(directory: Path) -> None:
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, step: int) -> Path:
+    """Record the size and SHA-256 of every file in ``directory`` in its ``manifest.json`` (atomic)."""
+    files = {
+        path.relative_to(directory).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+    text = json.dumps({"step": step, "files": files}, indent=2) + "\n"
+    return atomic_write_text(directory / MANIFEST, text)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from, or ``None`` when it is complete.
+
+    Every file must match its size and SHA-256 in ``manifest.json``; the weights' safetensors
+    header must account for the file's size and each ``.pt`` file must be a whole torch archive.
+    Checkpoints from before manifests existed get the structural checks only.
+    """
+    manifest_file = path / MANIFEST
+    if manifest_file.is_file():
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            files = dict(manifest["files"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{MANIFEST} is unreadable ({type(exc).__name__})"
+        for name, expected in files.items():
+            file = path / name
+            if not file.is_file():
+                return f"{name} is missing"
+            size = file.stat().st_size
+            if size != expected["bytes"]:
+                return f"{name} has {size:,} bytes, {MANIFEST} says {expected['bytes']:,}"
+            if _sha256(file) != expected["sha256"]:
+                return f"{name} does not match its SHA-256 in {MANIFEST}"
+    for name in (WEIGHTS_NAME, "trainer.pt"):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+    problem = _safetensors_problem(path / WEIGHTS_NAME)
+    if problem:
+        return f"{WEIGHTS_NAME} {problem}"
+    for file in sorted(path.glob("*.pt")):
+        try:  # torch.save writes a zip archive; its directory sits at the end, so a cut file fails here
+            with zipfile.ZipFile(file) as archive:
+                archive.infolist()
+        except (OSError, zipfile.BadZipFile):
+            return f"{file.name} is not a complete torch file ({file.stat().st_size:,} bytes)"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's framing (an 8-byte header length, a JSON header, data)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as file:
+            (header_length,) = struct.unpack("<Q", file.read(8))
+            if header_length > size - 8:
+                return f"is cut short ({size:,} bytes)"
+            header = json.loads(file.read(header_length))
+    except (OSError, struct.error, ValueError):
+        return f"has no readable header ({size:,} bytes)"
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    expected = 8 + header_length + max(ends, default=0)
+    return None if size == expected else f"has {size:,} bytes, its header needs {expected:,}"
+
+
+def read_run_state(path: Path) -> dict[str, Any] | None:
+    """The ``run_state.json`` of a checkpoint, or ``None`` for checkpoints written before it existed."""
+    file = path / RUN_STATE
+    if not file.is_file():
+        return None
+    return dict(json.loads(file.read_text(encoding="utf-8")))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -216,6 +341,7 @@ def load_checkpoint(
             f"{path}: written by {payload.get('world_size')} process(es), resumed with {runtime.world_size}; "
             "resume with the same torchrun --nproc_per_node"
         )
+    _check_shapes(path, weights, model)
     if sharded:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -246,3 +372,18 @@ def load_checkpoint(
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=True))
     return {k: v for k, v in payload.items() if k not in ("optimizer", "scaler")}
+
+
+def _check_shapes(path: Path, weights: Mapping[str, torch.Tensor], model: TransformerModel) -> None:
+    """Refuse weights of another shape by name, before ``load_state_dict`` fails with a traceback."""
+    own = model.state_dict()
+    wrong = [
+        f"{name} {tuple(tensor.shape)} vs {tuple(own[name].shape)}"
+        for name, tensor in weights.items()
+        if name in own and own[name].shape != tensor.shape
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: weights have other shapes than the model ({'; '.join(wrong[:3])}); "
+            "the checkpoint was written for another model config"
+        )

@@ -29,16 +29,18 @@ class MetricsLog:
         self.enabled = enabled
         self._file: IO[str] | None = None
         self._writer: Any = None
-        if not enabled:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            try:  # optional: torch's writer needs the tensorboard package
-                from torch.utils.tensorboard import SummaryWriter
+        # Opened on the first record: a run that ends before training (a resumed run found
+        # complete, a refused change) leaves the directory untouched.
+        self._tensorboard = enabled and tensorboard
 
-                self._writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                self._writer = None
+    def _open_writer(self) -> None:
+        self._tensorboard = False
+        try:  # optional: torch's writer needs the tensorboard package
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.path.parent / "tensorboard"))
+        except ImportError:
+            self._writer = None
 
     def truncate(self, last_step: int) -> None:
         """Keep only complete records with ``step <= last_step``."""
@@ -58,7 +60,10 @@ class MetricsLog:
         if not self.enabled:
             return
         if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
+        if self._tensorboard:
+            self._open_writer()
         file = self._file
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         file.write(json.dumps(clean) + "\n")

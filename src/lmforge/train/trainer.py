@@ -4,7 +4,8 @@ Step ``s`` (0-based) builds the global batch from ``(seed, s)``, gives each proc
 runs forward/backward over micro-batches (accumulating), clips, steps the optimizer with the
 learning rate of step ``s``, then logs, validates and checkpoints on schedule. Everything a
 later step depends on is in the checkpoint, so ``resume=True`` repeats an uninterrupted run's
-losses exactly.
+losses exactly; :mod:`lmforge.train.resume` decides which checkpoint a resumed run continues from
+and which changed settings it accepts.
 """
 
 from __future__ import annotations
@@ -35,8 +36,16 @@ from lmforge.train.metrics import MetricsLog, ProgressDisplay
 from lmforge.train.objectives import STAT_NAMES, PretrainingLoss, normalisers, shuffled_context
 from lmforge.train.optim import build_optimizer, learning_rate, set_learning_rate
 from lmforge.train.precision import autocast, resolve_precision
-
-REPORT_FILE = "report.json"
+from lmforge.train.resume import (
+    REPORT_FILE,
+    ResumePlan,
+    begin_resumed_run,
+    describe_plan,
+    notice,
+    plan_pretraining_resume,
+    pretraining_settings,
+    start_history,
+)
 
 
 def enable_activation_checkpointing(model: TransformerModel) -> None:
@@ -104,6 +113,8 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir, runtime.is_main, config.tensorboard)
         self.best_val_loss = math.inf
         self.last_eval: dict[str, float] = {}
+        self.settings = pretraining_settings(config, data)  # saved in each checkpoint's run_state.json
+        self.train_seconds, self.timed_tokens = 0.0, 0  # over the run's steps, across resumes
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -223,6 +234,8 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "last_eval": self.last_eval,
             "tokens_seen": tokens_seen,
+            "train_seconds": self.train_seconds,
+            "timed_tokens": self.timed_tokens,
             "config": json.loads(json.dumps(self.config.to_dict())),
         }
 
@@ -230,7 +243,7 @@ class Trainer:
         ckpt.save_checkpoint(
             self.out_dir, step, self.wrapped, self.model, self.optimizer, self.scaler,
             self._trainer_state(step, tokens_seen), self.data.tokenizer, self.runtime, self.sharded,
-            self.config.keep_last,
+            self.config.keep_last, run_state={"settings": self.settings},
         )  # fmt: skip
 
     def _save_model(self, name: str) -> None:
@@ -245,38 +258,76 @@ class Trainer:
             tmp.replace(final)
         dist_utils.barrier(self.runtime)
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train to ``config.max_steps`` (or the time limit); returns the report (also in ``report.json``)."""
-        config, runtime = self.config, self.runtime
+    def _begin(self, resumed: ResumePlan | None) -> tuple[int, int]:
+        """Load the checkpoint ``resumed`` names (if any) and prepare the run directory for the
+        steps after it; returns (steps done, tokens seen)."""
+        runtime = self.runtime
         start_step, tokens_seen = 0, 0
-        previous = ckpt.latest(self.out_dir)
-        if previous is not None and not resume:
-            raise ConfigError(
-                f"{self.out_dir} already holds checkpoints ({previous.name}); pass --resume to continue "
-                "or choose another --out"
-            )
-        if resume and previous is not None:
+        if resumed is not None and resumed.checkpoint is not None:
             state = ckpt.load_checkpoint(
-                previous, self.wrapped, self.model, self.optimizer, self.scaler, runtime, self.sharded
+                resumed.checkpoint,
+                self.wrapped,
+                self.model,
+                self.optimizer,
+                self.scaler,
+                runtime,
+                self.sharded,
             )
             start_step, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
             self.best_val_loss = float(state.get("best_val_loss", math.inf))
             self.last_eval = dict(state.get("last_eval", {}))
+            # Checkpoints from before these were kept have neither: throughput then covers this session.
+            self.train_seconds = float(state.get("train_seconds", 0.0))
+            self.timed_tokens = int(state.get("timed_tokens", 0))
         if runtime.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            config_file = self.out_dir / "config.yaml"
+            if resumed is not None:
+                begin_resumed_run(self.out_dir, resumed)
+            else:
+                start_history(self.out_dir)
+            # config.yaml holds the settings the run started with; later changes are in history.jsonl.
+            if resumed is None or not config_file.is_file():
+                settings = json.loads(json.dumps(self.config.to_dict()))
+                atomic_write_text(config_file, yaml.safe_dump(settings))
             self.metrics.truncate(start_step)
-            atomic_write_text(
-                self.out_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(config.to_dict())))
-            )
+        return start_step, tokens_seen
+
+    def run(
+        self, resume: bool = False, allow_config_change: bool = False, plan: ResumePlan | None = None
+    ) -> dict[str, Any]:
+        """Train to ``config.max_steps`` (or the time limit); returns the report (also in ``report.json``).
+
+        Args:
+            resume: continue from the newest complete checkpoint (see :func:`pretrain`).
+            allow_config_change: accept optimiser / precision changes on resume.
+            plan: the resume plan when the caller already made it.
+        """
+        config, runtime = self.config, self.runtime
+        if not resume:
+            previous = ckpt.latest(self.out_dir)
+            if previous is not None:
+                raise ConfigError(
+                    f"{self.out_dir} already holds checkpoints ({previous.name}); pass --resume to continue "
+                    "or choose another --out"
+                )
+        elif plan is None:
+            plan = plan_pretraining_resume(config, self.data, self.out_dir, allow_config_change)
+        if plan is not None and plan.complete:
+            return _finished_report(self.out_dir, plan)
+        resumed = plan if plan is not None and plan.checkpoint is not None else None
+        start_step, tokens_seen = self._begin(resumed)
         display = ProgressDisplay(config.progress and runtime.is_main, config.max_steps, start_step)
-        if start_step:
-            display.print(f"resumed from {previous} at step {start_step}")
+        if resumed is not None:
+            for line in describe_plan(resumed):
+                notice(line)
+            display.print(f"resumed from {resumed.checkpoint} at step {start_step}")
         display.print(
             f"{self.model_config.family} {self.model.num_parameters():,} parameters, "
             f"{config.objective.kind}, {self.train_source.num_examples:,} training examples, "
             f"{runtime.world_size} process(es) on {runtime.device.type}, {self.precision}"
         )
-        train_seconds, session_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
+        session_seconds, session_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
         began = time.perf_counter()
         step = start_step
         try:
@@ -284,11 +335,14 @@ class Trainer:
                 tick = time.perf_counter()
                 result = self.train_step(step)
                 step += 1
-                train_seconds += time.perf_counter() - tick
+                seconds = time.perf_counter() - tick
+                session_seconds += seconds
+                self.train_seconds += seconds
                 tokens_seen += int(result["tokens"])
                 session_tokens += int(result["tokens"])
+                self.timed_tokens += int(result["tokens"])
                 window_loss, window_steps = window_loss + result["loss"], window_steps + 1
-                tokens_per_second = session_tokens / max(train_seconds, 1e-9)
+                tokens_per_second = session_tokens / max(session_seconds, 1e-9)
                 info = f"loss {result['loss']:.4f}  {tokens_per_second:,.0f} tok/s"
                 if step % config.log_every == 0 or step == config.max_steps:
                     record = {
@@ -318,7 +372,7 @@ class Trainer:
         if not self.last_eval:
             self._evaluate_and_log(step, display)
         self._save_model("model")
-        report = self._report(step, session_tokens, train_seconds, time.perf_counter() - began)
+        report = self._report(step, self.timed_tokens, self.train_seconds, time.perf_counter() - began)
         if runtime.is_main:
             atomic_write_text(self.out_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
         return report
@@ -335,6 +389,7 @@ class Trainer:
             self._save_model("best")
 
     def _report(self, step: int, tokens: int, train_seconds: float, wall_seconds: float) -> dict[str, Any]:
+        """``tokens_per_second`` and ``train_seconds`` cover the steps of every session of the run."""
         last = self.last_eval
         return {
             "steps": step,
@@ -365,6 +420,15 @@ def _loss_terms(stats: torch.Tensor) -> dict[str, float]:
     return terms
 
 
+def _finished_report(out_dir: Path, plan: ResumePlan) -> dict[str, Any]:
+    """The report of a run that already reached its last step; nothing is written."""
+    notice(
+        f"{out_dir} is already complete ({plan.step} of {plan.step} steps, {out_dir / REPORT_FILE}); nothing "
+        "to do. To train further, resume with a larger --max-steps"
+    )
+    return dict(json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8")))
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -376,6 +440,7 @@ def pretrain(
     out_dir: str | Path,
     data: DataBundle | str | Path | None = None,
     resume: bool = False,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Run pretraining end to end; the Python face of ``lmforge pretrain``.
 
@@ -383,19 +448,35 @@ def pretrain(
         config: settings (``load_config(recipe, overrides)``).
         out_dir: the run directory.
         data: token data, a prepared directory, or ``None`` for ``config.data.path``.
-        resume: continue from the latest checkpoint in ``out_dir`` (start fresh if none).
+        resume: continue from the newest complete checkpoint in ``out_dir`` (start fresh if none;
+            a torn newer one is set aside with a message). A run that already reached
+            ``max_steps`` is left untouched and its report returned. Settings may differ from
+            the run's only as ``lmforge.train.resume.PRETRAIN_RULES`` allow (cadence, limits,
+            ``max_steps``); each accepted change goes to ``out_dir/history.jsonl``.
+        allow_config_change: on resume, also accept changed optimiser settings (``optim.*``),
+            ``precision``, ``device`` and ``distributed``.
 
     Returns:
         The report: ``final_val_loss``, ``val_perplexity``, ``tokens_per_second``, ``steps``, ...
+
+    Raises:
+        ConfigError: on resume, a setting differs that may not (every such field named, old → new).
+        CheckpointError: on resume, checkpoints exist but none is complete (with the command that
+            starts over).
     """
     if not isinstance(data, DataBundle):
         path = data if data is not None else config.data.path
         if path is None:
             raise ConfigError("no training data: pass --data DIR or set data.path in the recipe")
         data = DataBundle.from_dir(str(path))
+    # Planned before the model is built: a refused change must not reach model construction or
+    # load_state_dict, and a finished run must not be touched.
+    plan = plan_pretraining_resume(config, data, out_dir, allow_config_change) if resume else None
+    if plan is not None and plan.complete:
+        return _finished_report(Path(out_dir), plan)
     with torch_threads(config.threads):  # config.threads applies to this run only
         trainer = Trainer(config, data, out_dir)
         try:
-            return trainer.run(resume=resume)
+            return trainer.run(resume=resume, allow_config_change=allow_config_change, plan=plan)
         finally:
             dist_utils.teardown(trainer.runtime)
