@@ -124,7 +124,7 @@ def _run_lmforge(
     args: argparse.Namespace, alternator: Alternator, split: Any, names: list[str], out: str, groups: int
 ) -> None:
     import lmforge.train.finetune as finetune
-    from lmforge.models.checkpoint import load
+    from lmforge.models.io.checkpoint import load
     from lmforge.train.config import OptimConfig
 
     name = threading.current_thread().name

@@ -19,7 +19,7 @@ from lmforge.calibrate.base import softmax
 from lmforge.calibrate.io import save_calibrator
 from lmforge.errors import CalibrationError, UnsupportedError
 from lmforge.models import TransformerModel, preset_config
-from lmforge.models.checkpoint import LoadedModel
+from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.tokenizers import Tokenizer
 
 WORDS = ["[PAD]", "[UNK]", "good", "bad", "movie", "plot", "great", "awful", "the", "was"]

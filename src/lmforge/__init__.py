@@ -18,7 +18,8 @@ from lmforge.version import __version__
 
 if TYPE_CHECKING:
     from lmforge.api import load
-    from lmforge.models.checkpoint import LoadedModel, save, save_hf
+    from lmforge.models.io.checkpoint import LoadedModel, save
+    from lmforge.models.io.hf import save_hf
 
 __all__ = ["LmforgeError", "LoadedModel", "__version__", "load", "save", "save_hf"]
 
@@ -29,8 +30,12 @@ def __getattr__(name: str) -> Any:
         from lmforge.api import load
 
         return load
-    if name in ("LoadedModel", "save", "save_hf"):
-        from lmforge.models import checkpoint
+    if name in ("LoadedModel", "save"):
+        from lmforge.models.io import checkpoint
 
         return getattr(checkpoint, name)
+    if name == "save_hf":
+        from lmforge.models.io.hf import save_hf
+
+        return save_hf
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

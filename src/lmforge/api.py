@@ -1,6 +1,6 @@
 """The top-level Python API: models loaded together with what later stages stored beside them.
 
-:func:`load` is ``lmforge.load``. It reads the model like :func:`lmforge.models.checkpoint.load`
+:func:`load` is ``lmforge.load``. It reads the model like :func:`lmforge.models.io.checkpoint.load`
 and, when the directory holds a calibrator (``lmforge calibrate --save-into``), attaches it, so
 ``lmforge.load(dir).predict_proba(texts)`` returns calibrated probabilities. This module sits above
 every stage (models may not import calibrate: data flows one way), just below the CLI.
@@ -21,8 +21,8 @@ from lmforge.calibrate.bayesian import mc_dropout_predict
 from lmforge.calibrate.io import load_calibrator, saved_predictive
 from lmforge.config import Head
 from lmforge.errors import CalibrationError, ConfigError, UnsupportedError
-from lmforge.models import checkpoint
-from lmforge.models.checkpoint import LoadedModel
+from lmforge.models.io import checkpoint
+from lmforge.models.io.checkpoint import LoadedModel
 
 Inputs = str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -126,7 +126,7 @@ def load(
     device: str | torch.device = "cpu",
     calibrated: bool = True,
 ) -> CalibratedModel:
-    """Load a model (any source :func:`lmforge.models.checkpoint.load` accepts) with its calibrator.
+    """Load a model (any source :func:`lmforge.models.io.checkpoint.load` accepts) with its calibrator.
 
     Args:
         name_or_path: checkpoint or transformers directory, ``.gguf`` file or asset name.

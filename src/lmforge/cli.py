@@ -37,7 +37,7 @@ def model_info(name: str) -> dict[str, Any]:
     import torch
 
     from lmforge.models import TransformerModel
-    from lmforge.models.registry import presets
+    from lmforge.models.families.registry import presets
 
     if name in presets() and not Path(name).exists():
         config = presets()[name].preset(
@@ -47,7 +47,7 @@ def model_info(name: str) -> dict[str, Any]:
             model = TransformerModel(config)
         dtype, source = torch.float32, "preset"
     else:
-        from lmforge.models.checkpoint import load
+        from lmforge.models.io.checkpoint import load
 
         bundle = load(name)
         model, config, source = bundle.model, bundle.config, bundle.source
@@ -105,7 +105,8 @@ def convert(
     to: Annotated[str, typer.Option("--to", help="Output layout: hf or lmforge.")] = "lmforge",
 ) -> None:
     """Convert a model between lmforge, transformers and GGUF (read-only) layouts."""
-    from lmforge.models.checkpoint import load, save, save_hf
+    from lmforge.models.io.checkpoint import load, save
+    from lmforge.models.io.hf import save_hf
 
     if to not in ("hf", "lmforge"):
         raise LmforgeError(f"--to must be 'hf' or 'lmforge', got {to!r}")
@@ -168,7 +169,7 @@ def quickstart(
 
     from lmforge.generate import GenerationConfig, generate
     from lmforge.models import mean_pool
-    from lmforge.models.checkpoint import load
+    from lmforge.models.io.checkpoint import load
 
     start = time.perf_counter()
     console.rule("SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)")
@@ -236,7 +237,7 @@ def tokenizer_train(
 def _load_tokenizer(spec: str) -> Any:
     """A tokenizer from a tokenizer / model directory, a .gguf file, a model asset or ``gpt2-bpe``."""
     from lmforge.assets import asset_path, list_assets
-    from lmforge.models.gguf import read_gguf
+    from lmforge.models.io.gguf import read_gguf
     from lmforge.tokenizers import Tokenizer
     from lmforge.tokenizers.gpt2_bpe import load_gpt2_bpe
 
@@ -510,8 +511,8 @@ def init_cmd(
     import yaml
 
     from lmforge.models import TransformerModel
-    from lmforge.models.checkpoint import save
-    from lmforge.models.registry import preset_for_tokenizer
+    from lmforge.models.families.registry import preset_for_tokenizer
+    from lmforge.models.io.checkpoint import save
 
     fields: dict[str, Any] = {}
     for item in overrides or []:

@@ -7,7 +7,7 @@ import transformers
 
 from lmforge.config import ModelConfig
 from lmforge.models import TransformerModel, family
-from lmforge.models.convert import import_weights
+from lmforge.models.io.convert import import_weights
 
 
 def hf_twin(config: ModelConfig, seed: int = 0) -> tuple[torch.nn.Module, TransformerModel]:

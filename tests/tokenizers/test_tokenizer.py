@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import models, pre_tokenizers, trainers
 
 from lmforge.errors import CheckpointError, ConfigError, UnsupportedError
-from lmforge.models.gguf import read_gguf
+from lmforge.models.io.gguf import read_gguf
 from lmforge.tokenizers import Tokenizer
 
 transformers = pytest.importorskip("transformers")

@@ -140,7 +140,7 @@ def test_truncation_keeps_whole_turns() -> None:
 def test_smollm2_template_masks() -> None:
     from lmforge.assets import asset_path
     from lmforge.errors import AssetMissingError
-    from lmforge.models.gguf import read_gguf
+    from lmforge.models.io.gguf import read_gguf
 
     try:
         path = asset_path("smollm2-135m-instruct")

@@ -20,7 +20,7 @@ import torch
 
 from lmforge.errors import ConfigError
 from lmforge.generate.decode import GenerationConfig, generate
-from lmforge.models.checkpoint import LoadedModel, load
+from lmforge.models.io.checkpoint import LoadedModel, load
 
 __all__ = ["BackTranslator", "load_back_translator", "translate"]
 

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
-from lmforge.models.core import ACTIVATIONS, make_norm
+from lmforge.models.mlp import ACTIVATIONS
+from lmforge.models.norms import make_norm
 
 
 class Pooler(nn.Module):

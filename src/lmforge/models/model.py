@@ -9,8 +9,11 @@ from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ShapeError
-from lmforge.models.core import Embeddings, KVCache, TransformerStack
+from lmforge.models.blocks import TransformerStack
+from lmforge.models.embeddings import Embeddings
+from lmforge.models.families.registry import family
 from lmforge.models.heads import Classifier, LMHead, Pooler, pool
+from lmforge.models.kv_cache import KVCache
 
 
 @dataclass
@@ -70,9 +73,11 @@ class TransformerModel(nn.Module):
             self.lm_head.decoder.weight = self.embeddings.token.weight
 
     def reset_parameters(self) -> None:
-        """GPT-2 / BERT style init: N(0, 0.02), residual projections scaled by depth; T5's own for T5."""
-        if self.config.family == "t5":
-            self._reset_t5_parameters()
+        """The family's own init when it has one (T5), else GPT-2 / BERT style: N(0, 0.02) with
+        residual projections scaled down by depth."""
+        spec = family(self.config.family)
+        if spec.init_parameters is not None:
+            spec.init_parameters(self, self.config)
             return
         std = 0.02
         residual_std = std / math.sqrt(2 * (self.config.num_layers + (self.config.num_decoder_layers or 0)))
@@ -84,32 +89,6 @@ class TransformerModel(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
-
-    def _reset_t5_parameters(self) -> None:
-        """T5's init (``T5PreTrainedModel._init_weights``, factor 1): unit-variance embeddings and
-        fan-in scaled projections. T5 folds the attention scale into ``q`` and rescales the tied
-        output by ``d**-0.5``, so N(0, 0.02) would start every signal ~50x too small (measured: a
-        tiny T5 translating en->ja stalled near the unigram loss with it)."""
-        config = self.config
-        d, ff = config.hidden_size, config.intermediate_size
-        head_dim = config.head_dim or d // config.num_heads
-        std_by_name = {
-            "q_proj": (d * head_dim) ** -0.5,
-            "k_proj": d**-0.5,
-            "v_proj": d**-0.5,
-            "o_proj": (config.num_heads * head_dim) ** -0.5,
-            "gate_proj": d**-0.5,
-            "up_proj": d**-0.5,
-            "down_proj": ff**-0.5,
-        }
-        for name, module in self.named_modules():
-            leaf = name.rsplit(".", 1)[-1]
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std_by_name.get(leaf, d**-0.5))  # heads: d**-0.5
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):  # token embedding N(0, 1); relative biases d**-0.5
-                nn.init.normal_(module.weight, std=1.0 if name == "embeddings.token" else d**-0.5)
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied weights counted once)."""

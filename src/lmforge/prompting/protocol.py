@@ -245,7 +245,7 @@ def run_prompt_protocol(
         test = test.subset(list(range(min(config.limit, len(test.texts)))))
     y_test = np.asarray(test.labels)
     if scorer is None:
-        from lmforge.models.checkpoint import load
+        from lmforge.models.io.checkpoint import load
 
         bundle = load(config.model)
         if bundle.tokenizer is None:

@@ -23,7 +23,7 @@ from lmforge.config import Head
 from lmforge.data import TaskDataConfig, load_task_data
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
-from lmforge.models.checkpoint import LoadedModel
+from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.tasks.sources import ExampleSource
 from lmforge.tokenizers import Tokenizer
 

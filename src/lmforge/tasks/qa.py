@@ -37,7 +37,7 @@ from lmforge.errors import ConfigError, EvaluationError
 from lmforge.fileio import atomic_write_text
 from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel
-from lmforge.models.checkpoint import LoadedModel
+from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import TaskSource, model_inputs, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer

@@ -32,7 +32,7 @@ from lmforge.generate import GenerationConfig, generate
 from lmforge.metrics.generation import generation_metrics
 from lmforge.metrics.seq2seq import seq2seq_metrics
 from lmforge.models import TransformerModel, shift_right
-from lmforge.models.checkpoint import LoadedModel
+from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import IGNORE_INDEX, TaskSource, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer

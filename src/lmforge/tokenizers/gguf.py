@@ -21,7 +21,7 @@ ids past the end of the vocabulary when the file does not have them. Those ids h
 row, so lmforge leaves them out; text containing such a literal string is tokenized as plain text.
 
 This module takes the metadata dict, not a path, so the tokenizers stage stays independent of the
-models stage that reads the file (``lmforge.models.gguf``).
+models stage that reads the file (``lmforge.models.io.gguf``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def build_gguf_tokenizer(metadata: Mapping[str, Any]) -> GGUFTokenizerParts:
     """Build the tokenizer described by GGUF metadata.
 
     Args:
-        metadata: decoded GGUF key/values, e.g. ``lmforge.models.gguf.read_gguf(path).metadata``.
+        metadata: decoded GGUF key/values, e.g. ``lmforge.models.io.gguf.read_gguf(path).metadata``.
 
     Returns:
         The backend tokenizer and its special tokens, chat template and context length.

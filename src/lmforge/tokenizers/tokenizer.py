@@ -372,7 +372,7 @@ class Tokenizer:
         see :mod:`lmforge.tokenizers.gguf`. ``model_max_length`` is the file's context length.
 
         Args:
-            metadata: decoded GGUF metadata, e.g. ``lmforge.models.gguf.read_gguf(path).metadata``.
+            metadata: decoded GGUF metadata, e.g. ``lmforge.models.io.gguf.read_gguf(path).metadata``.
         """
         parts = build_gguf_tokenizer(metadata)
         return cls(

@@ -29,7 +29,7 @@ from torch import nn
 from lmforge.errors import CheckpointError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
-from lmforge.models.checkpoint import WEIGHTS_NAME, save
+from lmforge.models.io.checkpoint import WEIGHTS_NAME, save
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.distributed import Runtime, barrier
 

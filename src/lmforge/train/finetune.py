@@ -33,7 +33,7 @@ from torch import nn
 from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text, replace_dir
 from lmforge.models import TransformerModel
-from lmforge.models.checkpoint import LoadedModel, save
+from lmforge.models.io.checkpoint import LoadedModel, save
 from lmforge.runtime import torch_threads
 from lmforge.tasks import LOWER_IS_BETTER, TaskSettings, TaskSplit, get_task
 from lmforge.tasks.qa import QAConfig

@@ -22,7 +22,7 @@ from lmforge.data import TASK_DATASETS, ClassificationData, TaskDataConfig
 from lmforge.data.augment import TextAugmenter
 from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
-from lmforge.models.checkpoint import LoadedModel, load
+from lmforge.models.io.checkpoint import LoadedModel, load
 from lmforge.tasks import Task, TaskSettings, TaskSplit, get_task, task_for_model
 from lmforge.train.augmentation import augment_training
 from lmforge.train.finetune import (

@@ -382,7 +382,7 @@ def plan_pretraining_resume(
 
 
 def _reported_step(run_dir: Path) -> int | None:
-    from lmforge.models.checkpoint import WEIGHTS_NAME
+    from lmforge.models.io.checkpoint import WEIGHTS_NAME
 
     try:
         report = json.loads((run_dir / REPORT_FILE).read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ import yaml
 from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
-from lmforge.models.core import Block
+from lmforge.models.blocks import Block
 from lmforge.runtime import torch_threads
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import distributed as dist_utils

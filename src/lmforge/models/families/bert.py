@@ -13,8 +13,8 @@ from typing import Any
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
-from lmforge.models.convert import Rule, rule
-from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
+from lmforge.models.families.spec import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
+from lmforge.models.io.convert import Rule, rule
 
 _COMMON: dict[str, Any] = {
     "norm": "layernorm",

@@ -7,8 +7,8 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
-from lmforge.models import bert, gpt2, llama, t5
-from lmforge.models.family import FamilySpec
+from lmforge.models.families import bert, gpt2, llama, t5
+from lmforge.models.families.spec import FamilySpec
 
 _SPECS: tuple[FamilySpec, ...] = (
     gpt2.SPEC,

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.config import Head, ModelConfig
-from lmforge.models.convert import Rule, rule, transpose
-from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
+from lmforge.models.families.spec import (
+    FamilySpec,
+    common_hf_fields,
+    generic_head_rules,
+    head_from_architectures,
+    labels_to_hf,
+)
+from lmforge.models.io.convert import Rule, rule, transpose
 
 _BASE: dict[str, Any] = {
     "family": "gpt2",
@@ -103,22 +109,7 @@ def hf_rules(config: ModelConfig) -> list[Rule]:
     rules += [rule("stack.final_norm.weight", "ln_f.weight"), rule("stack.final_norm.bias", "ln_f.bias")]
     if config.head == "causal_lm" and not config.tie_embeddings:
         rules.append(rule("lm_head.decoder.weight", "/lm_head.weight"))
-    rules += head_rules(config)
-    return rules
-
-
-def head_rules(config: ModelConfig) -> list[Rule]:
-    """transformers' generic classification / QA heads, shared by GPT-2 and Llama."""
-    name = {
-        "sequence_classification": "score",
-        "token_classification": "score" if config.family == "llama" else "classifier",
-        "question_answering": "qa_outputs",
-    }.get(config.head)
-    if name is None:
-        return []
-    rules = [rule("classifier.linear.weight", f"/{name}.weight")]
-    if config.head != "sequence_classification" or config.classifier_bias:
-        rules.append(rule("classifier.linear.bias", f"/{name}.bias"))
+    rules += generic_head_rules(config, token_classifier="classifier")
     return rules
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.models import TransformerModel, family, mean_pool, preset_config
-from lmforge.models.convert import export_weights, import_weights
+from lmforge.models.io.convert import export_weights, import_weights
 
 TOLERANCE = 1e-4
 LENGTHS = [12, 9, 5]

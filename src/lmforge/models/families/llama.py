@@ -6,9 +6,14 @@ from typing import Any
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import UnsupportedError
-from lmforge.models.convert import Rule, rope_permute, rope_unpermute, rule
-from lmforge.models.family import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
-from lmforge.models.gpt2 import head_rules
+from lmforge.models.families.spec import (
+    FamilySpec,
+    common_hf_fields,
+    generic_head_rules,
+    head_from_architectures,
+    labels_to_hf,
+)
+from lmforge.models.io.convert import Rule, rope_permute, rope_unpermute, rule
 
 _BASE: dict[str, Any] = {
     "family": "llama",
@@ -178,7 +183,7 @@ def hf_rules(config: ModelConfig) -> list[Rule]:
             rules.append(rule(f"stack.layers.{{i}}.mlp.{p}_proj.bias", f"layers.{{i}}.mlp.{p}_proj.bias"))
     if config.head == "causal_lm" and not config.tie_embeddings:
         rules.append(rule("lm_head.decoder.weight", "/lm_head.weight"))
-    return rules + head_rules(config)
+    return rules + generic_head_rules(config, token_classifier="score")
 
 
 def gguf_rules(config: ModelConfig) -> list[Rule]:

@@ -1,7 +1,9 @@
 """What a model family provides: presets, config translation and weight-name maps.
 
 Family files (``gpt2.py``, ``llama.py``, ``bert.py``, ``t5.py``) each build one or more
-:class:`FamilySpec`; :mod:`lmforge.models.registry` collects them.
+:class:`FamilySpec`; :mod:`lmforge.models.families.registry` collects them. What two families
+share lives here (transformers config fields, the generic classification heads' weight names) or,
+for modelling, in the core (:mod:`lmforge.models.blocks` and its parts).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.models.convert import Rule, expand
+from lmforge.models.io.convert import Rule, expand, rule
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class FamilySpec:
         config_to_hf: ModelConfig -> transformers config dict (without ``architectures``).
         hf_rules: ModelConfig -> weight rules with ``{i}`` per layer, foreign names relative to
             the base model; head rules are prefixed with ``"/"`` to mark them absolute.
+        gguf_rules: like ``hf_rules`` for llama.cpp tensor names (families GGUF files hold).
+        init_parameters: the family's own initialisation of a fresh model (model, config), or
+            None for the core's GPT-2 / BERT style N(0, 0.02).
     """
 
     name: str
@@ -41,6 +48,7 @@ class FamilySpec:
     config_to_hf: Callable[[ModelConfig], dict[str, Any]]
     hf_rules: Callable[[ModelConfig], list[Rule]]
     gguf_rules: Callable[[ModelConfig], list[Rule]] | None = None
+    init_parameters: Callable[[nn.Module, ModelConfig], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def preset(self, name: str, **overrides: Any) -> ModelConfig:
@@ -55,9 +63,10 @@ class FamilySpec:
         prefix = self.hf_prefix(config.head)
         layers = config.num_layer_groups or config.num_layers
         rules = []
-        for rule in expand(self.hf_rules(config), layers):
-            theirs = rule.theirs[1:] if rule.theirs.startswith("/") else prefix + rule.theirs
-            rules.append(Rule(rule.ours, theirs, rule.to_ours, rule.to_theirs))
+        for relative in expand(self.hf_rules(config), layers):
+            name = relative.theirs
+            theirs = name[1:] if name.startswith("/") else prefix + name
+            rules.append(Rule(relative.ours, theirs, relative.to_ours, relative.to_theirs))
         return rules
 
     def hf_config(self, config: ModelConfig) -> dict[str, Any]:
@@ -102,3 +111,22 @@ def num_labels(hf: dict[str, Any]) -> int:
 def labels_to_hf(config: ModelConfig) -> dict[str, Any]:
     labels = config.extra.get("id2label") or {str(i): f"LABEL_{i}" for i in range(config.num_labels)}
     return {"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}
+
+
+def generic_head_rules(config: ModelConfig, token_classifier: str) -> list[Rule]:
+    """Weights of transformers' generic classification / QA heads, which GPT-2 and Llama share.
+
+    ``token_classifier`` names the token-classification layer (GPT-2 ``classifier``, Llama
+    ``score``); sequence classification is ``score`` and QA ``qa_outputs`` in both.
+    """
+    name = {
+        "sequence_classification": "score",
+        "token_classification": token_classifier,
+        "question_answering": "qa_outputs",
+    }.get(config.head)
+    if name is None:
+        return []
+    rules = [rule("classifier.linear.weight", f"/{name}.weight")]
+    if config.head != "sequence_classification" or config.classifier_bias:
+        rules.append(rule("classifier.linear.bias", f"/{name}.bias"))
+    return rules

@@ -12,7 +12,7 @@ from parity_utils import hf_twin, max_diff_on_real_tokens, padded_batch
 import lmforge
 from lmforge.config import ModelConfig
 from lmforge.models import TransformerModel, family, preset_config
-from lmforge.models.convert import import_weights
+from lmforge.models.io.convert import import_weights
 
 VOCAB = 300
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""Tests for lmforge.models.gguf: dequantization per type, the real SmolLM2 file, and bad files."""
+"""Tests for lmforge.models.io.gguf: dequantization per type, the real SmolLM2 file, and bad files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmforge.errors import CheckpointError, UnsupportedError
-from lmforge.models.gguf import SUPPORTED_TYPES, read_gguf
+from lmforge.models.io.gguf import SUPPORTED_TYPES, read_gguf
 
 Q = gguf.GGMLQuantizationType
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

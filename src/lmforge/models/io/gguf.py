@@ -27,18 +27,21 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gguf
 import numpy as np
 import torch
 
+from lmforge.config import Head
 from lmforge.errors import CheckpointError, UnsupportedError
+from lmforge.models.families.llama import config_from_gguf
+from lmforge.models.families.registry import family
+from lmforge.models.io.build import LoadedModel, build_model
+from lmforge.models.io.convert import expand
+from lmforge.tokenizers import Tokenizer
 
-if TYPE_CHECKING:
-    from lmforge.tokenizers import Tokenizer
-
-__all__ = ["SUPPORTED_TYPES", "GGUFFile", "GGUFTensorInfo", "read_gguf"]
+__all__ = ["SUPPORTED_TYPES", "GGUFFile", "GGUFTensorInfo", "load_gguf", "read_gguf"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -168,8 +171,6 @@ class GGUFFile(Mapping[str, torch.Tensor]):
 
     def tokenizer(self) -> Tokenizer:
         """The tokenizer described by the ``tokenizer.ggml.*`` metadata (see ``Tokenizer.from_gguf``)."""
-        from lmforge.tokenizers import Tokenizer
-
         return Tokenizer.from_gguf(self.metadata)
 
 
@@ -218,3 +219,18 @@ def _check_tensor_extents(path: Path, size: int, reader: gguf.GGUFReader) -> Non
                 f"{path}: tensor {tensor.name!r} needs bytes up to offset {end}, but the file has only "
                 f"{size} bytes: it is truncated. Copy or download it again."
             )
+
+
+def load_gguf(path: Path, head: Head | None) -> LoadedModel:
+    """A Llama-architecture GGUF file as a model with the tokenizer its metadata describes."""
+    gguf_file = read_gguf(path)
+    arch = gguf_file.metadata.get("general.architecture")
+    if arch != "llama":
+        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (only 'llama')")
+    metadata = {**gguf_file.metadata, "_tied_embeddings": "output.weight" not in gguf_file}
+    config = config_from_gguf(metadata, head or "causal_lm")
+    spec = family("llama")
+    assert spec.gguf_rules is not None
+    rules = expand(spec.gguf_rules(config), config.num_layers)
+    model = build_model(config, gguf_file, rules, str(path), ("",))
+    return LoadedModel(model, Tokenizer.from_gguf(gguf_file.metadata), config, str(path))

@@ -1,0 +1,110 @@
+"""Attention through SDPA: MHA / GQA / MQA; causal, bidirectional or cross; RoPE and a KV cache.
+
+Shapes use B (batch), T (query length), S (key length), H (hidden size), nh / nkv (query /
+key-value heads) and hd (head dim).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmforge.config import ModelConfig
+from lmforge.models.kv_cache import KVCache
+from lmforge.models.positions import apply_rope
+
+
+def attention_bias(
+    padding_mask: Tensor | None,
+    q_len: int,
+    k_len: int,
+    causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor | None:
+    """Additive float mask (B|1, 1, T, S): 0 where attention is allowed, the dtype's minimum elsewhere.
+
+    A finite minimum instead of -inf keeps fully masked rows (left padding) free of NaN.
+    ``padding_mask`` is (B, S) with 1 for real tokens. Returns None when nothing is masked.
+    """
+    allowed: Tensor | None = None
+    if causal and q_len > 1:
+        query = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+        allowed = (torch.arange(k_len, device=device)[None, :] <= query)[None, None]  # (1, 1, T, S)
+    if padding_mask is not None and not bool(padding_mask.all()):
+        keep = padding_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+        allowed = keep if allowed is None else allowed & keep
+    if allowed is None:
+        return None
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+class Attention(nn.Module):
+    """Multi-head attention with MHA / GQA / MQA, optional RoPE, additive bias and KV cache."""
+
+    def __init__(self, config: ModelConfig, cross: bool = False) -> None:
+        super().__init__()
+        assert config.head_dim is not None and config.num_kv_heads is not None
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+        )
+        self.cross = cross
+        self.scale = config.attention_scale
+        self.dropout = config.dropout
+        hidden, bias = config.hidden_size, config.attention_bias
+        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=bool(config.attention_out_bias))
+
+    def _heads(self, x: Tensor, num_heads: int) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, num_heads, self.head_dim).transpose(1, 2)  # (B, n, L, hd)
+
+    def forward(
+        self,
+        x: Tensor,
+        bias: Tensor | None = None,
+        is_causal: bool = False,
+        rope: tuple[Tensor, Tensor] | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        memory: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, T, H); bias: (B|1, nh|1, T, S); memory: (B, S, H) for cross-attention."""
+        q = self._heads(self.q_proj(x), self.num_heads)  # (B, nh, T, hd)
+        if self.cross:
+            assert memory is not None
+            if cache is not None and layer in cache.cross_kv:
+                k, v = cache.cross_kv[layer]
+            else:
+                k = self._heads(self.k_proj(memory), self.num_kv_heads)  # (B, nkv, S, hd)
+                v = self._heads(self.v_proj(memory), self.num_kv_heads)
+                if cache is not None:
+                    cache.cross_kv[layer] = (k, v)
+        else:
+            k = self._heads(self.k_proj(x), self.num_kv_heads)  # (B, nkv, T, hd)
+            v = self._heads(self.v_proj(x), self.num_kv_heads)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)  # (B, nkv, S, hd)
+        if self.num_kv_heads != self.num_heads:
+            repeat = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and bias is None,
+            scale=self.scale,
+        )  # (B, nh, T, hd)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.num_heads * self.head_dim)
+        return self.o_proj(out)

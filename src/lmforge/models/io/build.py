@@ -1,0 +1,110 @@
+"""What every loader shares: reading config and weight files, and building a checked model from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmforge.config import Head, ModelConfig
+from lmforge.errors import CheckpointError
+from lmforge.fileio import atomic_write
+from lmforge.models.io.convert import Rule, import_weights
+from lmforge.models.model import TransformerModel
+from lmforge.tokenizers import Tokenizer
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_HEAD_PARAMS = ("lm_head.", "classifier.", "pooler.")
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`~lmforge.models.io.checkpoint.load` returns: the model, its tokenizer (None if the
+    source has none) and config."""
+
+    model: TransformerModel
+    tokenizer: Tokenizer | None
+    config: ModelConfig
+    source: str
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; invalid JSON is a :class:`CheckpointError` naming file and line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot read safetensors file ({exc}); it is corrupt or truncated"
+        ) from None
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``tensors`` as safetensors at ``path`` (atomically, on the CPU)."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def build_model(
+    config: ModelConfig,
+    weights: Mapping[str, torch.Tensor],
+    rules: list[Rule],
+    source: str,
+    prefixes: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+) -> TransformerModel:
+    """A model for ``config`` holding ``weights`` mapped through ``rules``; every parameter not
+    under an ``optional`` prefix (a new head) must be found, with its shape."""
+    with torch.device("meta"):
+        shapes = TransformerModel(config).state_dict()
+    model = TransformerModel(config)
+    state = import_weights(weights, rules, shapes, source, prefixes, optional)
+    missing, _ = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.decoder.weight"} if config.tie_embeddings else set()
+    missing = [m for m in missing if m not in tied and not m.startswith(tuple(optional))]
+    if missing:
+        raise CheckpointError(f"{source}: weights missing for {', '.join(missing[:5])}")
+    model.tie_weights()
+    return model
+
+
+def head_overrides(
+    config: ModelConfig, head: Head | None, num_labels: int | None
+) -> tuple[ModelConfig, tuple[str, ...]]:
+    """Apply a head change; returns the config and the parameter prefixes allowed to be missing."""
+    changes: dict[str, Any] = {}
+    if head is not None and head != config.head:
+        changes["head"] = head
+    if num_labels is not None and num_labels != config.num_labels:
+        changes["num_labels"] = num_labels
+    if not changes:
+        return config, ()
+    optional = ("classifier.",) if "head" not in changes else _HEAD_PARAMS
+    if config.family in ("bert", "albert") and changes.get("head") in (
+        "sequence_classification",
+        "pretraining",
+    ):
+        changes["pooler"] = True
+    return config.replace(**changes), optional
+
+
+def tokenizer_from_dir(path: Path) -> Tokenizer | None:
+    if any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        return Tokenizer.from_dir(path)
+    return None

@@ -1,0 +1,118 @@
+"""Load any model source, and save lmforge checkpoints.
+
+An lmforge checkpoint is a directory with ``model.safetensors``, ``config.json`` (the
+:class:`ModelConfig` under the ``"lmforge"`` key) and the tokenizer files. :func:`load` also reads
+transformers directories (:mod:`~lmforge.models.io.hf`), GGUF files
+(:mod:`~lmforge.models.io.gguf`) and installed model assets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.assets import asset_path, get_asset, list_assets
+from lmforge.config import Head, ModelConfig
+from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.fileio import atomic_write_text
+from lmforge.models.io.build import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    LoadedModel,
+    build_model,
+    head_overrides,
+    read_json,
+    read_safetensors,
+    save_tensors,
+    tokenizer_from_dir,
+)
+from lmforge.models.io.convert import Rule, rule
+from lmforge.models.io.gguf import load_gguf
+from lmforge.models.io.hf import load_hf
+from lmforge.models.model import TransformerModel
+from lmforge.tokenizers import Tokenizer
+from lmforge.version import __version__
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "load", "save"]
+
+
+def load(
+    name_or_path: str | Path,
+    head: Head | None = None,
+    num_labels: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a model from an lmforge checkpoint, a transformers directory, a GGUF file or an asset.
+
+    Args:
+        name_or_path: directory, ``.gguf`` file, or asset name (``lmforge assets list``).
+        head: replace the checkpoint's head (e.g. ``"sequence_classification"`` to fine-tune a
+            pretrained encoder); weights of a new head are freshly initialised.
+        num_labels: number of labels of a new classification head.
+        dtype: parameter dtype after loading (weights are converted in fp32 first).
+        device: where to put the model.
+    """
+    path = _resolve(name_or_path)
+    if path.is_file() and path.suffix == ".gguf":
+        loaded = load_gguf(path, head)
+    elif path.is_dir():
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise CheckpointError(f"{path}: no {CONFIG_NAME}; not an lmforge or transformers model directory")
+        raw = read_json(config_file)
+        loaded = (
+            _load_lmforge(path, raw, head, num_labels)
+            if "lmforge" in raw
+            else load_hf(path, raw, head, num_labels)
+        )
+    else:
+        raise CheckpointError(f"{path}: expected a model directory or a .gguf file")
+    loaded.model.to(device=device, dtype=dtype).eval()
+    return loaded
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    names = {asset.name for asset in list_assets() if asset.kind == "model"}
+    if str(name_or_path) in names:
+        return asset_path(get_asset(str(name_or_path)).name)
+    raise LmforgeError(
+        f"{name_or_path}: no such file or directory, and not a model asset (known: {', '.join(sorted(names))})"
+    )
+
+
+def _load_lmforge(path: Path, raw: dict[str, Any], head: Head | None, num_labels: int | None) -> LoadedModel:
+    config = ModelConfig.from_dict(raw["lmforge"], source=str(path / CONFIG_NAME))
+    config, optional = head_overrides(config, head, num_labels)
+    weights = read_safetensors(path / WEIGHTS_NAME)
+    rules = _identity_rules(config)
+    model = build_model(config, weights, rules, str(path / WEIGHTS_NAME), ("",), optional)
+    return LoadedModel(model, tokenizer_from_dir(path), config, str(path))
+
+
+def _identity_rules(config: ModelConfig) -> list[Rule]:
+    with torch.device("meta"):
+        names = list(TransformerModel(config).state_dict())
+    tied = {"lm_head.decoder.weight"} if config.tie_embeddings else set()
+    return [rule(name, name) for name in names if name not in tied]
+
+
+def save(model: TransformerModel, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
+    """Write an lmforge checkpoint directory (each file atomically)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if model.config.tie_embeddings:
+        state.pop("lm_head.decoder.weight", None)
+    save_tensors(dict(state), path / WEIGHTS_NAME)
+    payload = {"lmforge": model.config.to_dict(), "lmforge_version": __version__}
+    atomic_write_text(path / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(path)
+    return path
