@@ -1,15 +1,19 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
+"""Atomic writes: a temp file (or directory) in the same folder, fsync, then rename over the target.
 
-A crash mid-write leaves the old file (or nothing), never a truncated one.
+A crash mid-write leaves the old file (or nothing), never a truncated one; a directory written with
+:func:`atomic_replace_dir` is the previous one or the new one, never a mix of the two.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from lmforge.errors import LmforgeError
 
 
 def _read_umask() -> int:
@@ -21,6 +25,12 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def default_permissions(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open`` would (0666 less the umask): ``mkstemp`` and some
+    writers (safetensors) create files as 0600, which other users could not read."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then atomically move ``tmp_path`` to ``path``."""
     path = Path(path)
@@ -30,7 +40,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        default_permissions(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -69,43 +79,114 @@ def atomic_save_npz(path: str | Path, **arrays: Any) -> Path:
     return atomic_write(path, write)
 
 
-def fsync_tree(root: Path) -> None:
-    """fsync every file under ``root`` and the directories themselves (before a rename publishes them)."""
-    for path in sorted(root.rglob("*")) + [root]:
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    for folder in [p for p in root.rglob("*") if p.is_dir()] + [root, root.parent]:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and directory under ``root`` (``root`` included), directories last, so
+    that the names as well as the bytes are on disk before the tree is renamed into place."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        fsync_dir(folder)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory: makes the creation, removal and renaming of its entries durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _aside(target: Path) -> Path:
+    """Where :func:`replace_dir` keeps the previous directory during the swap."""
+    return target.with_name(f".{target.name}.old")
+
+
+def interrupted_replace(target: str | Path) -> Path | None:
+    """The previous directory an interrupted :func:`replace_dir` left beside a missing ``target``
+    (a crash between its two renames), or None."""
+    target = Path(target)
+    aside = _aside(target)
+    return aside if aside.is_dir() and not target.exists() else None
+
+
+def _resolve_interrupted(target: Path) -> None:
+    """Clean up after a crashed swap: a stale copy beside a complete ``target`` goes, a previous
+    directory whose ``target`` is missing comes back (it is the only complete one)."""
+    aside = _aside(target)
+    if aside.is_dir():
+        if target.exists():  # a crash after the swap, before the old copy was deleted
+            shutil.rmtree(aside)
+        else:  # a crash between the renames
+            os.replace(aside, target)
 
 
 def replace_dir(staging: str | Path, target: str | Path) -> Path:
     """Make the complete directory ``staging`` the directory ``target``, whatever was there.
 
-    ``staging`` must be a sibling of ``target`` (same filesystem). The old ``target`` is renamed
-    aside, ``staging`` renamed in, then the old one removed: nothing of the previous content
-    survives, and a crash leaves either the previous directory (or, between the two renames, it
-    under ``.<name>.old``) or the new one, never a mix of both.
-    """
-    import shutil
+    ``staging`` must be a sibling of ``target`` (same filesystem). Its files and directories are
+    fsynced, the old ``target`` is renamed aside to ``.<name>.old``, ``staging`` renamed in, then
+    the old one removed: nothing of the previous content survives, and a crash leaves either the
+    previous directory (between the two renames: complete at ``.<name>.old``, see
+    :func:`interrupted_replace`, which the next call on ``target`` puts back first) or the new one,
+    never a mix of both. If a rename fails, the previous directory is put back and the error raised.
 
+    Raises:
+        LmforgeError: ``target`` exists and is not a directory.
+    """
     staging, target = Path(staging), Path(target)
+    _resolve_interrupted(target)
+    if target.exists() and not target.is_dir():
+        raise LmforgeError(f"{target}: exists and is not a directory; cannot put a directory there")
     fsync_tree(staging)
-    old = target.parent / f".{target.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    fd = os.open(target.parent, os.O_RDONLY)
+    aside = _aside(target)
+    replacing = target.exists()
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if old.exists():
-        shutil.rmtree(old)
+        if replacing:
+            os.replace(target, aside)
+        os.replace(staging, target)
+        fsync_dir(target.parent)  # the new directory is in place before the old one goes
+    except BaseException:
+        if aside.is_dir() and not target.exists():
+            os.replace(aside, target)
+        raise
+    if replacing:
+        shutil.rmtree(aside)
+        fsync_dir(target.parent)
+    return target
+
+
+def atomic_replace_dir(target: str | Path, build: Callable[[Path], None]) -> Path:
+    """Replace the directory ``target`` with one ``build(tmp)`` fills, all at once.
+
+    ``build`` writes into an empty temporary sibling directory, which :func:`replace_dir` then
+    swaps in. If ``build`` raises, the temporary directory is removed and ``target`` is untouched
+    (after putting back a previous directory an earlier crash left aside).
+
+    Args:
+        target: the directory to create or replace (its parent is created if missing).
+        build: writes the new content into the directory it is given.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        LmforgeError: ``target`` exists and is not a directory.
+    """
+    target = Path(os.path.abspath(target))  # "." has no name to put a sibling beside
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _resolve_interrupted(target)
+    if target.exists() and not target.is_dir():
+        raise LmforgeError(f"{target}: exists and is not a directory; cannot put a directory there")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        build(tmp)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the directory the usual permissions
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return target

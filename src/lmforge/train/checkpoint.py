@@ -18,7 +18,7 @@ import random
 import shutil
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from torch import nn
 from lmforge.errors import CheckpointError
 from lmforge.fileio import atomic_write_text
 from lmforge.models import TransformerModel
-from lmforge.models.io.checkpoint import WEIGHTS_NAME, save
+from lmforge.models.io.checkpoint import WEIGHTS_NAME, save, write_checkpoint
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.distributed import Runtime, barrier
 
@@ -139,12 +139,16 @@ def save_model(
 
 
 def _save_unsharded(
-    model: TransformerModel, state: dict[str, torch.Tensor], path: Path, tokenizer: Tokenizer | None
+    model: TransformerModel,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    tokenizer: Tokenizer | None,
+    write: Callable[[TransformerModel, Path, Tokenizer | None], object] = save,
 ) -> None:
     copy = TransformerModel(model.config)
     copy.load_state_dict(state, strict=False)
     copy.tie_weights()
-    save(copy, path, tokenizer)
+    write(copy, path, tokenizer)
 
 
 def save_checkpoint(
@@ -181,10 +185,11 @@ def save_checkpoint(
     model_state, optim_state = _full_state(wrapped, model, optimizer, sharded)
     torch.save(rng_state(), tmp / f"rng-{runtime.rank}.pt")
     if runtime.is_main:
+        # write_checkpoint, not save: save would replace tmp as a whole, dropping the RNG files.
         if sharded:
-            _save_unsharded(model, model_state, tmp, tokenizer)
+            _save_unsharded(model, model_state, tmp, tokenizer, write=write_checkpoint)
         else:
-            save(model, tmp, tokenizer)
+            write_checkpoint(model, tmp, tokenizer)
         payload = {
             **trainer_state,
             "step": step,

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_write
+from lmforge.fileio import default_permissions
 from lmforge.models.io.convert import Rule, import_weights
 from lmforge.models.model import TransformerModel
 from lmforge.tokenizers import Tokenizer
@@ -56,9 +56,24 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write ``tensors`` as safetensors at ``path`` (atomically, on the CPU)."""
+    """Write ``tensors`` (moved to the CPU) as safetensors at ``path``.
+
+    A plain write: the savers build the whole directory aside and swap it in
+    (:func:`lmforge.fileio.atomic_replace_dir`), which is what makes it atomic.
+    """
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    default_permissions(path)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to save over a directory that holds something other than a model: saving replaces
+    the whole directory, and a folder of other files (``~/models``) must not vanish with it."""
+    if path.is_dir() and not (path / CONFIG_NAME).is_file() and any(path.iterdir()):
+        raise CheckpointError(
+            f"{path}: not empty and not a model directory (no {CONFIG_NAME}); a save replaces the "
+            "whole directory, so choose a new or empty one"
+        )
 
 
 def build_model(

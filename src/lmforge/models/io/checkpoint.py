@@ -17,12 +17,13 @@ import torch
 from lmforge.assets import asset_path, get_asset, list_assets
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import CheckpointError, LmforgeError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_replace_dir, interrupted_replace
 from lmforge.models.io.build import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     LoadedModel,
     build_model,
+    check_replaceable,
     head_overrides,
     read_json,
     read_safetensors,
@@ -36,7 +37,7 @@ from lmforge.models.model import TransformerModel
 from lmforge.tokenizers import Tokenizer
 from lmforge.version import __version__
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "load", "save"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LoadedModel", "load", "save", "write_checkpoint"]
 
 
 def load(
@@ -79,6 +80,12 @@ def _resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
+    previous = interrupted_replace(path)
+    if previous is not None:
+        raise CheckpointError(
+            f"{path}: missing, but a save into it was interrupted and left the previous checkpoint "
+            f"complete at {previous}; rename it back to {path.name} (the next save does so itself)"
+        )
     names = {asset.name for asset in list_assets() if asset.kind == "model"}
     if str(name_or_path) in names:
         return asset_path(get_asset(str(name_or_path)).name)
@@ -104,15 +111,29 @@ def _identity_rules(config: ModelConfig) -> list[Rule]:
 
 
 def save(model: TransformerModel, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
-    """Write an lmforge checkpoint directory (each file atomically)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write an lmforge checkpoint directory at ``path``, replacing whatever was there as a whole.
+
+    The checkpoint is built in a temporary sibling directory and swapped in
+    (:func:`lmforge.fileio.atomic_replace_dir`): no file of an earlier checkpoint at ``path``
+    survives (an old ``calibrator.json`` or tokenizer file would otherwise describe the new
+    model), and a crash leaves the previous checkpoint or the new one, never a mix. A non-empty
+    directory without ``config.json`` is refused (:class:`CheckpointError`) rather than replaced.
+    """
+    check_replaceable(Path(path))
+    return atomic_replace_dir(path, lambda directory: write_checkpoint(model, directory, tokenizer))
+
+
+def write_checkpoint(model: TransformerModel, directory: Path, tokenizer: Tokenizer | None = None) -> None:
+    """Write the checkpoint files into the existing ``directory``, next to what is already there.
+
+    For writers that compose a larger directory and swap it in themselves (training checkpoints
+    add ``trainer.pt`` and RNG states); everyone else calls :func:`save`.
+    """
     state = model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.decoder.weight", None)
-    save_tensors(dict(state), path / WEIGHTS_NAME)
+    save_tensors(dict(state), directory / WEIGHTS_NAME)
     payload = {"lmforge": model.config.to_dict(), "lmforge_version": __version__}
-    atomic_write_text(path / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
+    (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     if tokenizer is not None:
-        tokenizer.save(path)
-    return path
+        tokenizer.save(directory)

@@ -11,13 +11,14 @@ import torch
 
 from lmforge.config import Head
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_replace_dir
 from lmforge.models.families.registry import family, family_for_hf
 from lmforge.models.io.build import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     LoadedModel,
     build_model,
+    check_replaceable,
     head_overrides,
     read_json,
     read_safetensors,
@@ -66,18 +67,24 @@ def load_hf(path: Path, raw: dict[str, Any], head: Head | None, num_labels: int 
 
 
 def save_hf(model: TransformerModel, path: str | Path, tokenizer: Tokenizer | None = None) -> Path:
-    """Write a transformers-layout directory that ``AutoModel*.from_pretrained`` loads."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write a transformers-layout directory that ``AutoModel*.from_pretrained`` loads.
+
+    Like :func:`lmforge.models.io.checkpoint.save`, the directory is built aside and swapped in
+    whole: nothing of what ``path`` held before survives, and a crash leaves the old or the new.
+    """
+    check_replaceable(Path(path))
     config = model.config
     spec = family(config.family)
     weights = export_weights(model.state_dict(), spec.hf_weight_rules(config))
-    save_tensors(weights, path / WEIGHTS_NAME)
     hf_config = {
         **spec.hf_config(config),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-    atomic_write_text(path / CONFIG_NAME, json.dumps(hf_config, indent=2) + "\n")
-    if tokenizer is not None:
-        tokenizer.save(path)
-    return path
+
+    def build(directory: Path) -> None:
+        save_tensors(weights, directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(directory)
+
+    return atomic_replace_dir(path, build)
