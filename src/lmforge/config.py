@@ -97,8 +97,15 @@ class ModelConfig:
     pooler: bool = False  # dense + tanh over the pooled token (BERT pooler / RoBERTa head)
     classifier_bias: bool = True  # bias of the sequence-classification layer (decoders: none)
     mlm_transform: bool = True  # dense + act + norm before the MLM decoder (BERT style)
-    dropout: float = 0.0
-    mlp_dropout: bool = False  # dropout also inside the MLP, after the activation (T5 only)
+    # Dropout: rates per site (None: ``dropout``) and which family-specific sites exist.
+    dropout: float = 0.0  # residual branches: GPT-2 resid_pdrop, BERT hidden_dropout_prob, T5 dropout_rate
+    attention_dropout: float | None = None  # attention probabilities (GPT-2 attn_pdrop, BERT attention_probs)
+    embedding_dropout: float | None = None  # after the embeddings (GPT-2 embd_pdrop)
+    classifier_dropout: float | None = None  # before the classification / NSP-SOP layer (never before QA)
+    mlp_dropout: bool = False  # also inside the MLP, after the activation (T5)
+    mlp_output_dropout: bool = True  # on the MLP's residual branch (ALBERT has none)
+    final_norm_dropout: bool = False  # after each stack's final norm (T5)
+    pooler_dropout: bool = False  # also before the pooler's dense (RoBERTa's classification head)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +134,10 @@ class ModelConfig:
             self.embedding_size = self.hidden_size
         if self.attention_out_bias is None:
             self.attention_out_bias = self.attention_bias
+        for name in ("dropout", "attention_dropout", "embedding_dropout", "classifier_dropout"):
+            rate = getattr(self, name)
+            if rate is not None and not (isinstance(rate, int | float) and 0 <= rate < 1):
+                raise ConfigError(f"config field {name!r} must be a probability in [0, 1), got {rate!r}")
         if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
             raise ConfigError(
                 f"num_layers {self.num_layers} is not a multiple of num_layer_groups {self.num_layer_groups}"
@@ -135,6 +146,21 @@ class ModelConfig:
     @property
     def is_encoder_decoder(self) -> bool:
         return self.num_decoder_layers is not None
+
+    @property
+    def attention_dropout_rate(self) -> float:
+        """Dropout on attention probabilities: ``attention_dropout``, else ``dropout``."""
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
+    def embedding_dropout_rate(self) -> float:
+        """Dropout after the embeddings: ``embedding_dropout``, else ``dropout``."""
+        return self.dropout if self.embedding_dropout is None else self.embedding_dropout
+
+    @property
+    def classifier_dropout_rate(self) -> float:
+        """Dropout before a classification layer: ``classifier_dropout``, else ``dropout``."""
+        return self.dropout if self.classifier_dropout is None else self.classifier_dropout
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with ``changes`` applied (validated again)."""

@@ -1,6 +1,9 @@
-"""Training-time structure: where dropout acts (inside the MLP only for T5) and T5's own init."""
+"""Training-time structure: where dropout acts (inside the MLP only for T5, every site reachable by
+set_dropout) and T5's own init."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +53,19 @@ def test_t5_uses_its_own_initialisation() -> None:
         assert abs(float(weight.detach().std()) / std - 1) < 0.15
     bert = TransformerModel(preset_config("bert-tiny"))
     assert abs(float(bert.embeddings.token.weight.detach().std()) - 0.02) < 0.002  # others keep N(0, 0.02)
+
+
+def test_set_dropout_reaches_every_site_and_the_config(tmp_path: Path) -> None:
+    import lmforge
+
+    model = TransformerModel(preset_config("albert-tiny", head="question_answering"))
+    model.set_dropout(0.3)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    # embeddings + per shared block: attention probabilities and the attention branch; ALBERT has
+    # no MLP-output dropout and no family drops out before QA, so those sites stay absent.
+    assert rates == [0.3] * 3
+    config = model.config
+    assert (config.dropout, config.attention_dropout_rate, config.embedding_dropout_rate) == (0.3, 0.3, 0.3)
+    lmforge.save(model, tmp_path / "ckpt")
+    reloaded = lmforge.load(tmp_path / "ckpt").model
+    assert [m.p for m in reloaded.modules() if isinstance(m, torch.nn.Dropout)] == rates

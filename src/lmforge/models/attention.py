@@ -55,7 +55,9 @@ class Attention(nn.Module):
         )
         self.cross = cross
         self.scale = config.attention_scale
-        self.dropout = config.dropout
+        # An nn.Dropout only holds the rate (SDPA drops the probabilities), so that code walking the
+        # model's dropouts (fine-tuning's --dropout, MC dropout) finds this site too.
+        self.dropout = nn.Dropout(config.attention_dropout_rate)
         hidden, bias = config.hidden_size, config.attention_bias
         self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=bias)
@@ -102,7 +104,7 @@ class Attention(nn.Module):
             k,
             v,
             attn_mask=bias,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.dropout.p if self.training else 0.0,
             is_causal=is_causal and bias is None,
             scale=self.scale,
         )  # (B, nh, T, hd)

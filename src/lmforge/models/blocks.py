@@ -31,12 +31,15 @@ class Block(nn.Module):
         self.cross_attn = Attention(config, cross=True) if cross_attention else None
         self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)  # the attention branches'
+        self.mlp_dropout = nn.Dropout(config.dropout) if config.mlp_output_dropout else nn.Identity()
 
-    def _residual(self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    def _residual(
+        self, x: Tensor, norm: nn.Module, fn: Callable[[Tensor], Tensor], dropout: nn.Module
+    ) -> Tensor:
         if self.pre_norm:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
+            return x + dropout(fn(norm(x)))
+        return norm(x + dropout(fn(x)))
 
     def forward(
         self,
@@ -49,13 +52,19 @@ class Block(nn.Module):
         memory: Tensor | None = None,
         memory_bias: Tensor | None = None,
     ) -> Tensor:
-        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, bias, is_causal, rope, cache, layer))
+        attn = self.attn
+        x = self._residual(
+            x, self.attn_norm, lambda h: attn(h, bias, is_causal, rope, cache, layer), self.dropout
+        )
         if self.cross_attn is not None and self.cross_norm is not None:
             cross = self.cross_attn
             x = self._residual(
-                x, self.cross_norm, lambda h: cross(h, memory_bias, False, None, cache, layer, memory)
+                x,
+                self.cross_norm,
+                lambda h: cross(h, memory_bias, False, None, cache, layer, memory),
+                self.dropout,
             )
-        return self._residual(x, self.mlp_norm, self.mlp)
+        return self._residual(x, self.mlp_norm, self.mlp, self.mlp_dropout)
 
 
 class TransformerStack(nn.Module):
@@ -73,7 +82,8 @@ class TransformerStack(nn.Module):
         unique = config.num_layer_groups or num_layers
         self.layers = nn.ModuleList(Block(config, cross_attention) for _ in range(unique))
         self.final_norm = make_norm(config) if config.final_norm and config.norm_position == "pre" else None
-        self.dropout = nn.Dropout(config.dropout)
+        # Only T5 drops out the final norm's output; GPT-2 and Llama feed it to the head as is.
+        self.dropout = nn.Dropout(config.dropout) if config.final_norm_dropout else nn.Identity()
         assert config.head_dim is not None
         self.rotary = (
             RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)

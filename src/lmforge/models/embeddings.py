@@ -29,7 +29,7 @@ class Embeddings(nn.Module):
         )
         self.token_type = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size else None
         self.norm = make_norm(config, dim) if config.embedding_norm else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.embedding_dropout_rate)
         self.project = nn.Linear(dim, config.hidden_size) if dim != config.hidden_size else None
 
     def learned_position_ids(self, input_ids: Tensor, past: int) -> Tensor:

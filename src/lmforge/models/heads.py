@@ -11,14 +11,18 @@ from lmforge.models.norms import make_norm
 
 
 class Pooler(nn.Module):
-    """Dense + tanh over the pooled token (BERT / ALBERT pooler, RoBERTa classification head)."""
+    """Dense + tanh over the pooled token (BERT / ALBERT pooler, RoBERTa classification head).
+
+    RoBERTa's classification head also drops out its input (``config.pooler_dropout``).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(config.classifier_dropout_rate) if config.pooler_dropout else nn.Identity()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return torch.tanh(self.dense(pooled))
+        return torch.tanh(self.dense(self.dropout(pooled)))
 
 
 def pool(
@@ -84,11 +88,12 @@ class LMHead(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Dropout + linear layer mapping hidden vectors to ``out`` scores."""
+    """Dropout (``config.classifier_dropout_rate``; none with ``dropout=False``) + a linear layer
+    mapping hidden vectors to ``out`` scores."""
 
-    def __init__(self, config: ModelConfig, out: int, bias: bool = True) -> None:
+    def __init__(self, config: ModelConfig, out: int, bias: bool = True, dropout: bool = True) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.classifier_dropout_rate) if dropout else nn.Identity()
         self.linear = nn.Linear(config.hidden_size, out, bias=bias)
 
     def forward(self, hidden: Tensor) -> Tensor:

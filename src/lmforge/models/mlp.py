@@ -21,7 +21,8 @@ class MLP(nn.Module):
     """Position-wise feed-forward: ``down(act(up(x)))``, or gated ``down(act(gate(x)) * up(x))``.
 
     T5 also drops out the inner activation (``config.mlp_dropout``); GPT-2, BERT and Llama apply
-    dropout only to the block's residual branch, as their reference implementations do.
+    dropout only to the block's residual branch (ALBERT not even there), as their reference
+    implementations do.
     """
 
     def __init__(self, config: ModelConfig) -> None:

@@ -59,7 +59,7 @@ class TransformerModel(nn.Module):
         elif head == "token_classification":
             self.classifier = Classifier(config, config.num_labels)
         elif head == "question_answering":
-            self.classifier = Classifier(config, 2)
+            self.classifier = Classifier(config, 2, dropout=False)  # no family drops out before QA
         elif head == "pretraining":
             self.classifier = Classifier(config, 2)  # next-sentence / sentence-order prediction
         self.reset_parameters()
@@ -89,6 +89,16 @@ class TransformerModel(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
+
+    def set_dropout(self, rate: float) -> None:
+        """Use ``rate`` at every dropout site the model has (residual, attention, embeddings,
+        classifier), in the modules and in ``config`` (so a saved model keeps it). Sites the family
+        lacks (ALBERT's MLP output, dropout before QA) stay absent."""
+        self.config.dropout = rate
+        self.config.attention_dropout = self.config.embedding_dropout = self.config.classifier_dropout = rate
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = rate
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied weights counted once)."""

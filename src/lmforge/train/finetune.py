@@ -245,10 +245,7 @@ def build_finetune_optimizer(model: TransformerModel, config: FinetuneConfig) ->
 def prepare_model(model: TransformerModel, config: FinetuneConfig) -> None:
     """Apply dropout override, freezing and LoRA to a freshly loaded model (in place)."""
     if config.dropout is not None:
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = config.dropout
-        model.config.dropout = config.dropout
+        model.set_dropout(config.dropout)
     freeze_parameters(model, config.freeze, config.freeze_layers)
     if config.lora_rank > 0:
         trainable_head = {

@@ -13,7 +13,13 @@ from typing import Any
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
-from lmforge.models.families.spec import FamilySpec, common_hf_fields, head_from_architectures, labels_to_hf
+from lmforge.models.families.spec import (
+    FamilySpec,
+    common_hf_fields,
+    head_from_architectures,
+    labels_to_hf,
+    site_rate,
+)
 from lmforge.models.io.convert import Rule, rule
 
 _COMMON: dict[str, Any] = {
@@ -52,6 +58,7 @@ _ALBERT = {
     "activation": "gelu_tanh",
     "embedding_size": 128,
     "num_layer_groups": 1,
+    "mlp_output_dropout": False,  # AlbertLayer: LayerNorm(ffn_output + attention_output)
     "pooler": True,
     "bos_token_id": 2,
     "eos_token_id": 3,
@@ -125,6 +132,9 @@ def _config_from_hf(
     pooler = head in _POOLED_HEADS
     if family == "roberta":  # roberta-base ships no pooler; its classification head's dense is ours
         pooler = head == "sequence_classification"
+    # BertConfig / RobertaConfig default both rates to 0.1, AlbertConfig to 0.
+    default_rate = 0.0 if family == "albert" else 0.1
+    hidden = hf.get("hidden_dropout_prob", default_rate)
     return ModelConfig(
         **{
             **base,
@@ -138,11 +148,29 @@ def _config_from_hf(
             "activation": _ACTIVATIONS[act],
             "type_vocab_size": hf.get("type_vocab_size", 2),
             "tie_embeddings": hf.get("tie_word_embeddings", True),
-            "dropout": hf.get("hidden_dropout_prob", 0.0),
+            "dropout": hidden,  # the embeddings' too
+            "attention_dropout": site_rate(hf.get("attention_probs_dropout_prob", default_rate), hidden),
+            "classifier_dropout": site_rate(_classifier_dropout(hf, head, family, hidden), hidden),
+            "mlp_output_dropout": family != "albert",  # AlbertLayer adds its FFN output undropped
+            "pooler_dropout": family == "roberta" and head == "sequence_classification",
             "pooler": pooler,
             **common_hf_fields(hf, head, base),
         }
     )
+
+
+def _classifier_dropout(hf: dict[str, Any], head: Head, family: str, hidden: float) -> float:
+    """The rate before the classification layer, as each transformers head class picks it (QA
+    layers have no dropout before them, which the core knows)."""
+    if family == "albert":
+        rate = hf.get("classifier_dropout_prob", 0.1)  # the SOP and sequence heads use it as is
+        if head == "token_classification" and rate is None:
+            return hidden
+        return 0.1 if rate is None else float(rate)
+    if head == "pretraining":  # BertPreTrainingHeads: no dropout before seq_relationship
+        return 0.0
+    rate = hf.get("classifier_dropout")
+    return hidden if rate is None else float(rate)
 
 
 def bert_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
@@ -203,16 +231,18 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         "hidden_dropout_prob": config.dropout,
-        "attention_probs_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.attention_dropout_rate,
         **labels_to_hf(config),
     }
+    if config.family != "albert":
+        hf["classifier_dropout"] = config.classifier_dropout_rate
     if config.family == "albert":
         _check_albert(config)
         hf.update(
             embedding_size=config.embedding_size,
             num_hidden_groups=config.num_layer_groups or config.num_layers,
             inner_group_num=1,
-            classifier_dropout_prob=config.dropout,
+            classifier_dropout_prob=config.classifier_dropout_rate,
         )
     if config.head in ("pretraining", "question_answering"):
         # transformers sizes the QA and ALBERT sentence-order layers by num_labels; ours are fixed at 2.

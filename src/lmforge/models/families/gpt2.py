@@ -8,9 +8,11 @@ from lmforge.config import Head, ModelConfig
 from lmforge.models.families.spec import (
     FamilySpec,
     common_hf_fields,
+    generic_classifier_dropout,
     generic_head_rules,
     head_from_architectures,
     labels_to_hf,
+    site_rate,
 )
 from lmforge.models.io.convert import Rule, rule, transpose
 
@@ -50,6 +52,7 @@ _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu
 def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
     hidden = hf["n_embd"]
     head = head or head_from_architectures(hf.get("architectures"), ARCHITECTURES, "causal_lm")
+    resid = hf.get("resid_pdrop", 0.1)
     return ModelConfig(
         **{
             **_BASE,
@@ -62,6 +65,11 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "norm_eps": hf.get("layer_norm_epsilon", 1e-5),
             "activation": _ACTIVATIONS.get(hf.get("activation_function", "gelu_new"), "gelu_tanh"),
             "tie_embeddings": hf.get("tie_word_embeddings", True),
+            # GPT2Model's three rates (transformers defaults 0.1); no dropout after ln_f.
+            "dropout": resid,
+            "attention_dropout": site_rate(hf.get("attn_pdrop", 0.1), resid),
+            "embedding_dropout": site_rate(hf.get("embd_pdrop", 0.1), resid),
+            "classifier_dropout": site_rate(generic_classifier_dropout(hf, head), resid),
             **common_hf_fields(hf, head),
         }
     )
@@ -83,8 +91,9 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
         "resid_pdrop": config.dropout,
-        "embd_pdrop": config.dropout,
-        "attn_pdrop": config.dropout,
+        "embd_pdrop": config.embedding_dropout_rate,
+        "attn_pdrop": config.attention_dropout_rate,
+        "classifier_dropout": config.classifier_dropout_rate,
         **labels_to_hf(config),
     }
 

@@ -9,9 +9,11 @@ from lmforge.errors import UnsupportedError
 from lmforge.models.families.spec import (
     FamilySpec,
     common_hf_fields,
+    generic_classifier_dropout,
     generic_head_rules,
     head_from_architectures,
     labels_to_hf,
+    site_rate,
 )
 from lmforge.models.io.convert import Rule, rope_permute, rope_unpermute, rule
 
@@ -110,6 +112,10 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "attention_bias": hf.get("attention_bias", False),
             "mlp_bias": hf.get("mlp_bias", False),
             "tie_embeddings": hf.get("tie_word_embeddings", False),
+            # LlamaModel drops out attention probabilities only: no embedding or residual dropout.
+            "dropout": 0.0,
+            "attention_dropout": site_rate(hf.get("attention_dropout") or 0.0, 0.0),
+            "classifier_dropout": site_rate(generic_classifier_dropout(hf, head), 0.0),
             **common_hf_fields(hf, head),
         }
     )
@@ -136,7 +142,8 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
-        "attention_dropout": config.dropout,
+        "attention_dropout": config.attention_dropout_rate,
+        "classifier_dropout": config.classifier_dropout_rate,
         **labels_to_hf(config),
     }
 

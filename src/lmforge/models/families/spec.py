@@ -130,3 +130,21 @@ def generic_head_rules(config: ModelConfig, token_classifier: str) -> list[Rule]
     if config.head != "sequence_classification" or config.classifier_bias:
         rules.append(rule("classifier.linear.bias", f"/{name}.bias"))
     return rules
+
+
+def generic_classifier_dropout(hf: dict[str, Any], head: Head) -> float:
+    """Dropout before transformers' generic heads (GPT-2, Llama): none before sequence
+    classification or QA; token classification takes ``classifier_dropout``, else
+    ``hidden_dropout``, else 0.1 (``GenericForTokenClassification``)."""
+    if head != "token_classification":
+        return 0.0
+    for key in ("classifier_dropout", "hidden_dropout"):
+        if hf.get(key) is not None:
+            return float(hf[key])
+    return 0.1
+
+
+def site_rate(rate: float, dropout: float) -> float | None:
+    """A site's dropout rate as a config field: None (follow ``dropout``) when it is the same, so
+    an imported config equals the one it was exported from."""
+    return None if rate == dropout else float(rate)

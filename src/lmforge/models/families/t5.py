@@ -39,6 +39,7 @@ _BASE: dict[str, Any] = {
     "eos_token_id": 1,
     "decoder_start_token_id": 0,
     "mlp_dropout": True,  # T5DenseActDense: wo(dropout(act(wi(x))))
+    "final_norm_dropout": True,  # T5Stack: dropout(final_layer_norm(x))
 }
 _V1_1: dict[str, Any] = {**_BASE, "activation": "gelu_tanh", "gated_mlp": True, "tie_embeddings": False}
 
@@ -121,6 +122,7 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "norm_eps": hf.get("layer_norm_epsilon", 1e-6),
             "max_positions": hf.get("n_positions", 512),
             "tie_embeddings": bool(tied),
+            "dropout": hf.get("dropout_rate", 0.1),  # T5 uses one rate at every site
             "pad_token_id": hf.get("pad_token_id", 0),
             "eos_token_id": hf.get("eos_token_id", 1),
             "decoder_start_token_id": hf.get("decoder_start_token_id", hf.get("pad_token_id", 0)),

@@ -56,10 +56,17 @@ def load_hf(path: Path, raw: dict[str, Any], head: Head | None, num_labels: int 
     source = str(path / CONFIG_NAME)
     spec = family_for_hf(str(raw.get("model_type")), source)
     try:
-        config = spec.config_from_hf(raw, None)
+        native = spec.config_from_hf(raw, None)
+        config, optional = head_overrides(native, head, num_labels)
+        if config.head != native.head:
+            # The dropout before a head is per transformers head class: take the new head's.
+            fresh = spec.config_from_hf(raw, config.head)
+            config = config.replace(
+                classifier_dropout=fresh.classifier_dropout,
+                pooler_dropout=fresh.pooler_dropout and config.pooler,
+            )
     except KeyError as exc:
         raise ConfigError(f"{source}: missing field {exc.args[0]!r}") from None
-    config, optional = head_overrides(config, head, num_labels)
     weights = read_hf_weights(path)
     prefixes = tuple({spec.hf_prefix(h) for h in spec.hf_architectures})
     model = build_model(config, weights, spec.hf_weight_rules(config), str(path), prefixes, optional)
