@@ -20,6 +20,7 @@ from lmforge.calibrate.base import Calibrator, softmax
 from lmforge.calibrate.bayesian import mc_dropout_predict
 from lmforge.calibrate.io import load_calibrator, saved_predictive
 from lmforge.config import Head
+from lmforge.data import TaskDataConfig
 from lmforge.errors import CalibrationError, ConfigError, UnsupportedError
 from lmforge.models.io import checkpoint
 from lmforge.models.io.checkpoint import LoadedModel
@@ -175,3 +176,59 @@ def _same_head(path: Path, head: Head | None, num_labels: int | None) -> bool:
     return (head is None or saved.get("head") == head) and (
         num_labels is None or saved.get("num_labels") == num_labels
     )
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    data_config: TaskDataConfig | None = None,
+    ensemble: Sequence[str | Path] = (),
+    mc_dropout: int = 0,
+    batch_size: int = 64,
+    null_threshold: float | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a fine-tuned model on a split and write its evaluation folder (``lmforge evaluate``).
+
+    Args:
+        model: a fine-tuned run directory (``lmforge finetune --out``).
+        data: test file or named dataset.
+        out_dir: evaluation folder: metrics.json, logits.npz, PNGs, summary.html (and the task's
+            extras, see :func:`lmforge.evaluate.evaluate_result`).
+        split: split of a named dataset.
+        data_config: column names and error handling.
+        ensemble: classifiers: more runs averaged with ``model`` (a deep ensemble).
+        mc_dropout: classifiers: N stochastic passes with dropout on, averaged; 0: off.
+        batch_size: examples per forward pass.
+        null_threshold: QA (SQuAD v2): override the run's no-answer threshold.
+        seed: seed of the MC-dropout masks.
+        threads: torch CPU threads (``None``: torch's default).
+
+    Returns:
+        ``(result, metrics)``: the predictions (see
+        :func:`lmforge.train.finetune_run.predict_dataset`) and the metrics written.
+    """
+    from lmforge.calibrate.bayesian import predict_classifier_dataset
+    from lmforge.evaluate import evaluate_result
+    from lmforge.runtime import torch_threads
+    from lmforge.train.finetune_run import predict_dataset
+
+    members = [model, *ensemble]
+    with torch_threads(threads):
+        if len(members) > 1 or mc_dropout:
+            result = predict_classifier_dataset(
+                members, data, split, data_config, mc_passes=mc_dropout, batch_size=batch_size, seed=seed
+            )
+        else:
+            result = predict_dataset(
+                model, data, split, data_config, batch_size=batch_size, null_threshold=null_threshold
+            )
+    log = Path(model) / "metrics.jsonl"  # the run's learning curves, when it has them
+    metrics = evaluate_result(
+        result, out_dir, metrics_log=log if log.is_file() else None, extra={"model": str(model)}
+    )
+    return result, metrics

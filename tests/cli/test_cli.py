@@ -95,39 +95,11 @@ def test_convert_to_hf_and_back(tmp_path: Path) -> None:
         assert float((back(ids).logits - expected).abs().max()) == 0.0
 
 
-def test_asset_registry_used_by_cli_is_the_library_one() -> None:
-    assert "smollm2-135m-instruct" in {a.name for a in assets.list_assets()}
-
-
-def test_init_writes_a_fresh_model_wired_to_its_tokenizer(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    import lmforge
-    from lmforge.cli import app
-    from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
-
-    texts = ["the cat sat on the mat", "a dog ran in the park"] * 20
-    tokenizer = train_tokenizer(texts, TokenizerTrainConfig(kind="bpe", family="roberta", vocab_size=300))
-    tokenizer.save(tmp_path / "tok")
-    runner = CliRunner()
-    args = ["init", "--preset", "roberta-base", "--tokenizer", str(tmp_path / "tok"), "--out"]
-    small = ["hidden_size=32", "num_layers=2", "num_heads=2", "intermediate_size=64", "head=masked_lm"]
-    result = runner.invoke(app, [*args, str(tmp_path / "a"), *small])
-    assert result.exit_code == 0, result.output
-    loaded = lmforge.load(tmp_path / "a")
-    config = loaded.config
-    assert (config.family, config.head, config.hidden_size, config.num_layers) == (
-        "roberta",
-        "masked_lm",
-        32,
-        2,
-    )
-    assert config.vocab_size == len(tokenizer) and config.pad_token_id == tokenizer.pad_token_id
-    assert config.position_offset == tokenizer.pad_token_id + 1  # RoBERTa positions start after padding
-    assert loaded.tokenizer is not None and loaded.tokenizer.encode("the cat") == tokenizer.encode("the cat")
-    runner.invoke(app, [*args, str(tmp_path / "b"), *small])
-    again = lmforge.load(tmp_path / "b").model.state_dict()
-    for name, value in loaded.model.state_dict().items():  # --seed 0 both times
-        torch.testing.assert_close(again[name], value)
-    bad = runner.invoke(app, [*args, str(tmp_path / "c"), "hidden_sise=32"])
-    assert "unknown model config field(s) hidden_sise" in str(bad.exception)
+def test_assets_list_shows_every_registered_asset_and_whether_it_is_installed() -> None:
+    result = run_cli("assets", "list")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 2}
+    for asset in assets.list_assets():
+        assert asset.name in rows, asset.name
+        installed = "yes" if assets.check_asset(asset.name)["ok"] else "no"
+        assert rows[asset.name].rstrip("│ ").endswith(installed), rows[asset.name]

@@ -23,7 +23,14 @@ from typing import Any
 from lmforge.errors import DataError
 from lmforge.fileio import atomic_write_text
 
-__all__ = ["HEADLINE_METRICS", "KNOWN_METRICS", "compare_runs", "load_metrics", "lower_is_better"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "TASK_HEADLINE_METRICS",
+    "KNOWN_METRICS",
+    "compare_runs",
+    "load_metrics",
+    "lower_is_better",
+]
 
 KNOWN_METRICS = (
     "accuracy",
@@ -69,6 +76,13 @@ HEADLINE_METRICS = (
     "train_seconds",
     "eval_seconds",
 )
+# The one or two numbers a run of each task is summed up by (`lmforge baseline` prints them).
+TASK_HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "macro_f1"),
+    "lm": ("perplexity",),
+    "token-classification": ("entity_f1",),
+    "seq2seq": ("bleu", "chrf"),
+}
 # Numeric fields that describe the run rather than measure it.
 _NOT_METRICS = {
     "seed",
