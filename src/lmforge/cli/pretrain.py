@@ -33,15 +33,17 @@ def pretrain(
     ] = None,
 ) -> None:
     """Pretrain a model (causal LM, masked LM + NSP/SOP, T5 span corruption); torchrun-ready."""
+    from lmforge.fileio import check_output_dir
     from lmforge.train import load_config
     from lmforge.train import pretrain as run_pretraining
+    from lmforge.train.validation import validate_train_config
 
     items = list(overrides or [])
     if max_steps is not None:
         items.append(f"max_steps={max_steps}")
-    report = run_pretraining(
-        load_config(config, items), out, data=data, resume=resume, allow_config_change=allow_config_change
-    )
+    check_output_dir(out)
+    recipe = validate_train_config(load_config(config, items), str(config))
+    report = run_pretraining(recipe, out, data=data, resume=resume, allow_config_change=allow_config_change)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, one summary line
     if main_process and report.get("final_val_loss") is not None:
         speed = report.get("tokens_per_second")

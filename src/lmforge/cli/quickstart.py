@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lmforge.cli.options import console
+from lmforge.errors import LmforgeError
 
 
 def quickstart(
@@ -20,6 +21,9 @@ def quickstart(
     from lmforge.models import mean_pool
     from lmforge.models.io.checkpoint import load
 
+    if max_new_tokens < 1:  # checked before the models load
+        raise LmforgeError(f"--max-new-tokens {max_new_tokens}: generate at least one token")
+    generation = GenerationConfig(max_new_tokens=max_new_tokens)
     start = time.perf_counter()
     console.rule("SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)")
     lm = load("smollm2-135m-instruct")
@@ -29,7 +33,7 @@ def quickstart(
     )
     prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
     ids = torch.tensor([lm.tokenizer.encode(prompt, add_special_tokens=False)])
-    new = generate(lm.model, ids, config=GenerationConfig(max_new_tokens=max_new_tokens))
+    new = generate(lm.model, ids, config=generation)
     console.print("[bold]prompt[/bold]: What is the capital of France?")
     console.print(f"[bold]greedy[/bold]: {lm.tokenizer.decode(new[0].tolist())}")
 

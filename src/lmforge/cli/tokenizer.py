@@ -32,8 +32,10 @@ def tokenizer_train(
 ) -> None:
     """Train a tokenizer with a model family's special tokens and save it."""
     from lmforge.data import clean_text, iter_texts
+    from lmforge.fileio import check_output_dir
     from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
 
+    check_output_dir(out)
     inputs = [*inputs, *(more_inputs or [])]
     config = TokenizerTrainConfig(kind, vocab_size, family, lowercase, min_frequency, max_length)  # type: ignore[arg-type]
     start = time.perf_counter()

@@ -39,6 +39,7 @@ __all__ = [
     "load_classification",
     "load_pang_lee",
     "load_zh_sentiment",
+    "require_classes",
     "zh_sentiment_splits",
 ]
 
@@ -136,6 +137,45 @@ def _sorted_names(values: set[str]) -> list[str]:
     return sorted(values)
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _refuse_measurements(path: Path, label_column: str, names: list[str]) -> None:
+    """A label column of non-integer numbers (0.73, 4.5) holds scores, not classes: as classes each
+    distinct value would become its own class, which no one means."""
+    values = [_number(name) for name in names]
+    if (
+        names
+        and all(v is not None for v in values)
+        and any(not float(v).is_integer() for v in values if v is not None)
+    ):
+        example = next(n for n, v in zip(names, values) if v is not None and not float(v).is_integer())
+        raise DataError(
+            f"{path}: label column {label_column!r} holds numbers such as {example} ({len(names)} distinct "
+            "values), not classes; classification needs integer or string labels: round or bin the "
+            "scores into classes first, or name the class column with --label-column"
+        )
+
+
+def require_classes(data: ClassificationData, source: str | Path, label_column: str) -> ClassificationData:
+    """Training data must show a classifier at least two classes.
+
+    Raises:
+        DataError: every example has the same label (naming it and the label column).
+    """
+    if len(data.label_names) < 2:
+        only = data.label_names[0] if data.label_names else "none"
+        raise DataError(
+            f"{source}: every training example has the label {only!r} in {label_column!r}; a classifier "
+            "needs at least two classes (check --label-column, or add examples of the other classes)"
+        )
+    return data
+
+
 def load_classification(
     path: str | Path,
     *,
@@ -201,6 +241,8 @@ def load_classification(
     names = (
         list(label_names) if label_names is not None else _sorted_names({p for *_, ls in rows for p in ls})
     )
+    if label_names is None:
+        _refuse_measurements(path, label_column, names)
     index = {name: i for i, name in enumerate(names)}
     examples = []
     for line, text, pair, labels in rows:

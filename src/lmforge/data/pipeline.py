@@ -35,7 +35,7 @@ from lmforge.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, split_file
 from lmforge.data.readers import ErrorLog, OnError, Source, read_source, resolve_inputs
 from lmforge.data.segment import WordSegmentation, init_worker, tokenize_chunk, warm_up
 from lmforge.errors import DataError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_write_text, check_output_dir
 
 __all__ = ["PrepareSettings", "prepare"]
 
@@ -326,7 +326,9 @@ def prepare(
         text_column, validation_fraction, word_segmentation, on_error, min_chars, max_chars
     )
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    out = Path(out)
+    if workers < 1:
+        raise DataError(f"--workers (workers) = {workers}: must be >= 1 (or unset for min(4, CPUs))")
+    out = check_output_dir(out)
     sources = resolve_inputs(list(inputs), text_column)
     source_info = [
         {
@@ -340,6 +342,7 @@ def prepare(
         for index, source in enumerate(sources)
     ]
     loaded = tokenizer
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
     try:
@@ -407,6 +410,10 @@ def prepare(
         return {**manifest, "up_to_date": False}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if (
+            created and out.is_dir() and not any(out.iterdir())
+        ):  # a failed first run leaves no empty folder behind
+            out.rmdir()
 
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:

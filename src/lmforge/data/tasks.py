@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lmforge.data.chat import ChatData, load_chat
-from lmforge.data.classification import ClassificationData, load_classification, load_zh_sentiment
+from lmforge.data.classification import (
+    ClassificationData,
+    load_classification,
+    load_zh_sentiment,
+    require_classes,
+)
 from lmforge.data.clean import SPLIT_NAMES
 from lmforge.data.lm import LMData, load_lm_texts
 from lmforge.data.ner import (
@@ -100,6 +105,15 @@ class TaskDataConfig:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise DataError(f"--on-error {self.on_error!r}: use raise or skip")
+        if self.limit is not None and self.limit < 1:
+            raise DataError(f"--limit {self.limit}: read at least one record (or leave it unset)")
+        for name in ("validation_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise DataError(f"{name}={getattr(self, name)}: must be in [0, 1)")
+
 
 def _named(task: str, name: str, split: str, config: TaskDataConfig) -> TaskData:
     if TASK_DATASETS[name] != task:  # the dataset's kind of data, not a branch on the task
@@ -147,7 +161,10 @@ def load_task_data(
     if not path.is_file():
         named = ", ".join(f"{n} ({t})" for n, t in TASK_DATASETS.items())
         raise DataError(f"{source}: no such file, and not a named dataset ({named})")
-    return _READERS[task](path, config)
+    data = _READERS[task](path, config)
+    if split == "train" and config.label_names is None and isinstance(data, ClassificationData):
+        require_classes(data, source, config.label_column)
+    return data
 
 
 def _options(config: TaskDataConfig) -> dict[str, Any]:

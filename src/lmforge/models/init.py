@@ -15,7 +15,8 @@ import torch
 
 from lmforge.assets import asset_path, list_assets
 from lmforge.config import ModelConfig
-from lmforge.errors import LmforgeError
+from lmforge.errors import ConfigError, LmforgeError
+from lmforge.fileio import check_output_dir
 from lmforge.models import TransformerModel
 from lmforge.models.families.registry import preset_for_tokenizer
 from lmforge.models.io.gguf import read_gguf
@@ -66,8 +67,15 @@ def init_model(
     """
     from lmforge.models.io.checkpoint import save
 
+    check_output_dir(out)
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     config = preset_for_tokenizer(preset, tok, **overrides)
+    if config.vocab_size < len(tok):
+        # Ids past the embedding table would crash the first forward pass of any later run.
+        raise ConfigError(
+            f"vocab_size={config.vocab_size} is smaller than the tokenizer's {len(tok)} tokens; drop the "
+            f"override (it defaults to the tokenizer's size) or give vocab_size >= {len(tok)}"
+        )
     torch.manual_seed(seed)
     model = TransformerModel(config)
     save(model, out, tok)

@@ -41,7 +41,7 @@ from lmforge.calibrate.contextual import (
 )
 from lmforge.calibrate.registry import CALIBRATORS, get_calibrator
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.fileio import atomic_write, atomic_write_text, check_output_dir
 from lmforge.metrics.calibration import expected_calibration_error
 from lmforge.metrics.classification import precision_recall_f1
 from lmforge.prompting.data import (
@@ -231,6 +231,8 @@ def run_prompt_protocol(
         ``{"config", "data", "rows", "aggregate", "timing"}`` as written to ``results.json``.
     """
     config.validate()
+    if out_dir is not None:
+        check_output_dir(out_dir)
     start = time.perf_counter()
     keys, words = parse_label_spec(config.labels)
     # A CSV's label column holds class values (the words themselves unless class=word is given);
@@ -239,6 +241,12 @@ def run_prompt_protocol(
     data = load_labelled(config.data, config.text_column, config.label_column, classes)
     if len(words) != len(data.classes):
         raise ConfigError(f"--labels gives {len(words)} words for {len(data.classes)} classes {data.classes}")
+    present = sorted(set(data.labels))
+    if len(present) != len(words):  # CSV labels may be indices: a word too many names no class
+        raise ConfigError(
+            f"--labels gives {len(words)} words but {config.data} has examples of {len(present)} classes "
+            f"{[data.classes[i] for i in present]}; give one label word per class, in class order"
+        )
     data.texts = [_truncate(t, config.max_text_chars) for t in data.texts]
     pool, test = hash_split(data, config.test_fraction)
     if config.limit is not None:

@@ -12,6 +12,7 @@ and WordPiece start a new word at whitespace (see :mod:`lmforge.prompting.scorer
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lmforge.errors import ConfigError
@@ -39,6 +40,12 @@ class PromptTemplate:
             raise ConfigError(f"template {t!r} must contain {{text}} exactly once")
         if t.count("{label}") > 1 or ("{label}" in t and t.index("{label}") < t.index("{text}")):
             raise ConfigError(f"template {t!r}: {{label}} may appear once, after {{text}}")
+        unknown = sorted({m for m in re.findall(r"\{(\w+)\}", t) if m not in ("text", "label")})
+        if unknown:  # a typo such as {txet} would otherwise be sent to the model verbatim
+            raise ConfigError(
+                f"template {t!r}: unknown placeholder {{{unknown[0]}}}; a template has {{text}} and "
+                "optionally {label}"
+            )
 
     @property
     def head(self) -> str:

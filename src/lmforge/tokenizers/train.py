@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +35,7 @@ from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers,
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, Unigram, WordPiece
 
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, LmforgeWarning
 from lmforge.tokenizers.tokenizer import Tokenizer
 
 __all__ = ["FAMILY_KINDS", "TokenizerTrainConfig", "train_tokenizer"]
@@ -307,6 +308,17 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerTrainConfig) -> Token
             ]
         )
     backend.post_processor = _post_processor(family, backend)
+    if backend.get_vocab_size() < config.vocab_size:
+        # The trainer stops when the text has no more merges / pieces to offer: say so rather than
+        # hand back a smaller vocabulary than asked for in silence.
+        warnings.warn(
+            LmforgeWarning(
+                f"vocab_size={config.vocab_size}: the text supports only {backend.get_vocab_size()} tokens "
+                f"(special tokens included), so the tokenizer has {backend.get_vocab_size()}; give more text "
+                "or a smaller --vocab-size"
+            ),
+            stacklevel=2,
+        )
     with_types = family in ("bert", "albert")
     return Tokenizer(
         backend,

@@ -30,10 +30,12 @@ import yaml
 
 from lmforge.data import TaskDataConfig
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_write_text, check_output_dir
+from lmforge.tasks import get_task
 from lmforge.train.finetune import Evaluator, FinetuneConfig
 from lmforge.train.finetune_run import run_finetune
 from lmforge.train.search_space import ParamSpace, apply_params, load_search_space
+from lmforge.train.validation import validate_finetune_config
 
 __all__ = ["TuneConfig", "finetune_recipe", "run_tune"]
 
@@ -68,6 +70,16 @@ class TuneConfig:
     tpe_startup_trials: int = 5
     keep_models: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials (trials) = {self.trials}: need at least one trial")
+        if self.sampler not in ("tpe", "random"):
+            raise ConfigError(f"--sampler (sampler) = {self.sampler!r}: use tpe or random")
+        if self.pruner not in ("median", "none"):
+            raise ConfigError(f"--pruner (pruner) = {self.pruner!r}: use median or none")
+        if self.pruner_startup_trials < 0 or self.tpe_startup_trials < 0:
+            raise ConfigError("pruner_startup_trials and tpe_startup_trials must be >= 0")
 
 
 def _sampler(config: TuneConfig, offset: int) -> optuna.samplers.BaseSampler:
@@ -218,15 +230,23 @@ def run_tune(
     """
     from lmforge.data import TASK_DATASETS
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir)
+    validate_finetune_config(base)
     if validation is None and not (not Path(data).exists() and str(data) in TASK_DATASETS):
         raise ConfigError(
             f"{data}: tuning needs validation data (--validation VAL), which scores every trial"
         )
-    if tune.trials < 1:
-        raise ConfigError(f"trials={tune.trials}: need at least one trial")
     params = space if isinstance(space, Mapping) else load_search_space(space)
+    # Read the data once before the study: a wrong column or label set then fails here, with the
+    # run directory untouched, instead of inside every trial.
+    task, read_config = get_task(base.task), data_config or TaskDataConfig()
+    label_names = task.label_names(task.read(data, "train", read_config))
+    task.read(
+        validation if validation is not None else data,
+        "validation",
+        dataclasses.replace(read_config, label_names=tuple(label_names)),
+    )
+    out.mkdir(parents=True, exist_ok=True)
     metric = base.metric
     direction: Literal["minimize", "maximize"] = "minimize" if metric in _LOWER_IS_BETTER else "maximize"
     storage = tune.storage or f"sqlite:///{(out / 'study.db').resolve()}"
