@@ -15,7 +15,6 @@ from lmforge.train import OptimConfig, load_config
 from lmforge.train.finetune import FinetuneConfig
 from lmforge.train.tune import TuneConfig
 from lmforge.train.validation import (
-    VALIDATION_METRICS,
     validate_cross_validation,
     validate_finetune_config,
     validate_train_config,
@@ -73,10 +72,11 @@ def test_validation_metric_table_matches_what_the_tasks_report() -> None:
         "seq2seq": get_task("seq2seq").metrics(["a b c d"], ["a b c e"], validation=True),
         "qa": get_task("qa").metrics(["x", ""], [["x"], []], validation=True),
         "lm": get_task("lm").metrics([6.0, 3.0], [3, 2], validation=True),
+        "chat": get_task("chat").metrics([6.0, 3.0], [3, 2], validation=True),
     }
     for task, (metrics, _) in reported.items():
         names = _numeric(metrics) | {"loss"}
-        assert set(VALIDATION_METRICS[task]) == names, task
+        assert set(get_task(task).validation_metrics) == names, task
 
 
 def test_train_config_ranges(tmp_path: Path) -> None:

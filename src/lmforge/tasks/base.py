@@ -91,6 +91,8 @@ class Task:
         length_groups: batches may train as length-sorted micro-batches
             (:mod:`lmforge.train.length_groups`); ``target_key`` names the batch's targets then.
         predict_batch_size: the most examples one prediction batch holds (``None``: the caller's).
+        validation_metrics: the numeric metrics its validation reports (``loss`` included), which
+            early stopping and ``lmforge tune`` can watch; a test checks them against :meth:`metrics`.
     """
 
     name: ClassVar[str]
@@ -101,6 +103,7 @@ class Task:
     length_groups: ClassVar[bool] = False
     target_key: ClassVar[str] = "labels"
     predict_batch_size: ClassVar[int | None] = None
+    validation_metrics: ClassVar[tuple[str, ...]] = ()
 
     # -- data ------------------------------------------------------------------------------------
 

@@ -294,6 +294,7 @@ class LMTask(Task):
     data_kind = "lm"
     default_metric = "loss"
     predict_batch_size = 8  # (B, T, vocab) float32 logits: 8 x 512 x 49152 is already 800 MB
+    validation_metrics = ("loss", "perplexity", "nll_per_token", "bits_per_token")
 
     def read(self, source: Any, split: str, config: Any) -> LMData | ChatData:
         data = super().read(source, split, config)

@@ -136,6 +136,22 @@ class ClassificationTask(Task):
     default_metric = "macro_f1"
     length_groups = True
     target_key = "labels"
+    validation_metrics = (
+        "loss",
+        "accuracy",
+        "log_loss",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "micro_f1",
+        "micro_precision",
+        "micro_recall",
+        "weighted_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "roc_auc",
+        "pr_auc",
+    )
 
     def read(self, source: Any, split: str, config: Any) -> ClassificationData:
         data = super().read(source, split, config)

@@ -359,6 +359,19 @@ class QATask(Task):
     data_kind = "qa"
     default_metric = "f1"
     augmentable = False
+    validation_metrics = (
+        "loss",
+        "exact_match",
+        "f1",
+        "has_answer_exact",
+        "has_answer_f1",
+        "no_answer_exact",
+        "no_answer_f1",
+        "HasAns_exact",
+        "HasAns_f1",
+        "NoAns_exact",
+        "NoAns_f1",
+    )
 
     def read(self, source: Any, split: str, config: Any) -> QAData:
         data = super().read(source, split, config)

@@ -306,6 +306,7 @@ class Seq2SeqTask(Task):
     head = "seq2seq_lm"
     data_kind = "seq2seq"
     default_metric = "chrf"
+    validation_metrics = ("loss", "bleu", "chrf", "exact_match", "brevity_penalty")
 
     def read(self, source: Any, split: str, config: Any) -> Seq2SeqData:
         data = super().read(source, split, config)

@@ -166,6 +166,19 @@ class TokenClassificationTask(Task):
     default_metric = "entity_f1"
     length_groups = True
     target_key = "token_labels"
+    validation_metrics = (
+        "loss",
+        "entity_f1",
+        "entity_precision",
+        "entity_recall",
+        "token_accuracy",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "weighted_f1",
+        "weighted_precision",
+        "weighted_recall",
+    )
 
     def label_names(self, data: TokenClassificationData) -> list[str]:
         return list(data.label_names)

@@ -17,32 +17,10 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.finetune import FinetuneConfig
 
 __all__ = [
-    "VALIDATION_METRICS",
     "validate_cross_validation",
     "validate_finetune_config",
     "validate_train_config",
 ]
-
-#: The numeric validation metrics each task reports, which early stopping and ``lmforge tune``
-#: can watch ("loss" is the validation loss every task has). Tests check it against the tasks.
-VALIDATION_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": (
-        "loss", "accuracy", "log_loss", "macro_f1", "macro_precision", "macro_recall", "micro_f1",
-        "micro_precision", "micro_recall", "weighted_f1", "weighted_precision", "weighted_recall",
-        "roc_auc", "pr_auc",
-    ),
-    "token-classification": (
-        "loss", "entity_f1", "entity_precision", "entity_recall", "token_accuracy", "macro_f1",
-        "macro_precision", "macro_recall", "weighted_f1", "weighted_precision", "weighted_recall",
-    ),
-    "seq2seq": ("loss", "bleu", "chrf", "exact_match", "brevity_penalty"),
-    "qa": (
-        "loss", "exact_match", "f1", "has_answer_exact", "has_answer_f1", "no_answer_exact",
-        "no_answer_f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1",
-    ),
-    "lm": ("loss", "perplexity", "nll_per_token", "bits_per_token"),
-    "chat": ("loss", "perplexity", "nll_per_token", "bits_per_token"),
-}  # fmt: skip
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "freeze": ("none", "embeddings", "body"),
@@ -132,8 +110,8 @@ def validate_finetune_config(config: FinetuneConfig) -> FinetuneConfig:
     _at_least("qa.doc_stride", qa.doc_stride, 0)
     _at_least("qa.max_query_length", qa.max_query_length, 1)
     _at_least("qa.max_answer_length", qa.max_answer_length, 1)
-    known = VALIDATION_METRICS.get(task)
-    if known is not None and config.metric not in known:
+    known = get_task(task).validation_metrics
+    if known and config.metric not in known:
         raise ConfigError(
             f"--metric (metric) = {config.metric!r}: {task} validation does not report it; "
             f"choose one of {', '.join(known)}"
