@@ -115,3 +115,21 @@ def test_training_data_needs_two_classes_and_class_labels(tmp_path: Path) -> Non
     )
     with pytest.raises(DataError, match="--limit 0"):
         TaskDataConfig(limit=0)
+
+
+def test_python_entry_points_refuse_bad_settings_before_writing(tmp_path: Path) -> None:
+    """run_finetune / run_cross_validation / pretrain check like the CLI: nothing is read or written."""
+    from lmforge.train import pretrain
+    from lmforge.train.finetune_run import run_cross_validation, run_finetune
+
+    out = tmp_path / "run"
+    missing = tmp_path / "no-such-model"  # never reached: the settings fail first
+    with pytest.raises(ConfigError, match=r"--epochs \(epochs\) = 0"):
+        run_finetune(missing, tmp_path / "train.csv", out, FinetuneConfig(epochs=0))
+    with pytest.raises(ConfigError, match=r"--cv = 1"):
+        run_cross_validation(missing, tmp_path / "train.csv", out, FinetuneConfig(), folds=1)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("max_steps: 2\noptim: {lr: -1.0}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"optim.lr"):
+        pretrain(load_config(recipe), out, data=tmp_path / "no-data")
+    assert not out.exists()

@@ -38,6 +38,7 @@ from lmforge.train.finetune import (
     write_run_report,
 )
 from lmforge.train.resample import resample_indices
+from lmforge.train.validation import validate_cross_validation, validate_finetune_config
 
 __all__ = [
     "load_finetuned",
@@ -100,6 +101,7 @@ def run_finetune(
         The training report (also ``out_dir/report.json``).
     """
     task = get_task(config.task)
+    validate_finetune_config(config)  # before any file is written
     if (config.augment or augmenters) and not task.augmentable:
         raise ConfigError(f"--augment is not supported for --task {config.task} yet")
     data_config = data_config or TaskDataConfig()
@@ -185,7 +187,9 @@ def run_cross_validation(
     weights (early stopping on the held-out fold would leak it, so ``patience`` is ignored).
     Writes ``out_dir/cv.json`` with per-fold metrics and ``mean`` / ``std`` (population) of each.
     """
+    validate_cross_validation(folds)
     task = get_task(config.task)
+    validate_finetune_config(config)  # before any file is written
     data_config = data_config or TaskDataConfig()
     evaluator = evaluator or default_evaluator
     examples = task.read(data, "train", data_config)

@@ -46,6 +46,7 @@ from lmforge.train.resume import (
     pretraining_settings,
     start_history,
 )
+from lmforge.train.validation import validate_train_config
 
 
 def enable_activation_checkpointing(model: TransformerModel) -> None:
@@ -464,6 +465,7 @@ def pretrain(
         CheckpointError: on resume, checkpoints exist but none is complete (with the command that
             starts over).
     """
+    validate_train_config(config)  # the Python API gets the CLI's checks, before any work
     if not isinstance(data, DataBundle):
         path = data if data is not None else config.data.path
         if path is None:

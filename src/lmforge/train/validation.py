@@ -3,8 +3,9 @@
 ``validate_finetune_config`` and ``validate_train_config`` raise a :class:`ConfigError` naming the
 flag, the config field and the allowed range, so a typo (``--lr -1``, ``--epochs 0``,
 ``--metric bleu`` on a classifier) fails in a second instead of after the first epoch, and before
-the run directory exists. The CLI and :func:`lmforge.train.tune.run_tune` call them; they are
-meant to become the dataclasses' ``__post_init__`` checks.
+the run directory exists. The Python entry points call them (:func:`~lmforge.train.finetune_run.run_finetune`,
+:func:`~lmforge.train.finetune_run.run_cross_validation`, :func:`~lmforge.train.trainer.pretrain`,
+:func:`~lmforge.train.tune.run_tune`), so the API and the CLI refuse the same values.
 """
 
 from __future__ import annotations
