@@ -99,7 +99,10 @@ class FinetuneConfig:
         lora_targets: module names to adapt.
         eval_every: validate every this many steps; ``None``: once per epoch.
         metric: validation metric for early stopping and the best checkpoint (``macro_f1``,
-            ``accuracy``, ``entity_f1``, ``loss`` ...; lower is better only for losses).
+            ``accuracy``, ``entity_f1``, ``loss`` ...; lower is better only for losses); empty:
+            the task's own (:attr:`lmforge.tasks.Task.default_metric`: ``macro_f1`` for
+            classification, ``entity_f1`` for NER, ``f1`` for QA, ``chrf`` for seq2seq, ``loss``
+            for lm / chat), as ``lmforge finetune`` chooses.
         patience: stop after this many validations without improvement; ``None``: never.
         dropout: override the model's dropout (``None``: keep the checkpoint's).
         seed: seeds initialisation of the head, batch order, dropout and augmentation.
@@ -143,7 +146,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     eval_every: int | None = None
-    metric: str = "macro_f1"
+    metric: str = ""
     patience: int | None = None
     dropout: float | None = None
     seed: int = 0
@@ -155,6 +158,10 @@ class FinetuneConfig:
     threads: int | None = None
     progress: bool = True
     qa: QAConfig = field(default_factory=QAConfig)
+
+    def __post_init__(self) -> None:
+        if not self.metric:  # a classification default would be wrong for every other task
+            self.metric = get_task(self.task).default_metric
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
