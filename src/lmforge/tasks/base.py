@@ -21,7 +21,7 @@ from torch import nn
 
 from lmforge.config import Head
 from lmforge.data import TaskDataConfig, load_task_data
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, EvaluationError
 from lmforge.models import TransformerModel
 from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.tasks.sources import ExampleSource
@@ -184,7 +184,22 @@ class Task:
         **options: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(metrics, arrays)`` of outputs against references; ``validation``: the cheaper set run
-        during training; ``arrays``: what the evaluation folder saves (logits, labels)."""
+        during training; ``arrays``: what the evaluation folder saves (logits, labels); ``options``
+        are the evaluation stage's metric settings, each task reading those that concern it."""
+        if outputs is None:
+            raise EvaluationError(f"{self.name}: predictions are required")
+        return self.score(outputs, references, label_names, validation=validation, **options)
+
+    def score(
+        self,
+        outputs: Any,
+        references: Sequence[Any],
+        label_names: Sequence[str] | None,
+        *,
+        validation: bool,
+        **options: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`metrics` once ``outputs`` are known to be there."""
         raise NotImplementedError
 
     def write_outputs(self, out_dir: Path, result: dict[str, Any]) -> dict[str, str]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.data import ChatData, LMData
-from lmforge.errors import ConfigError, EvaluationError
+from lmforge.errors import ConfigError
 from lmforge.metrics.generation import perplexity_metrics
 from lmforge.models import TransformerModel
 from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
@@ -50,7 +50,6 @@ __all__ = [
     "LMTask",
     "assistant_spans",
     "causal_lm_loss",
-    "causal_metrics",
     "encode_chat",
     "encode_chat_example",
     "encode_lm",
@@ -258,13 +257,6 @@ def predict_causal(model: torch.nn.Module, source: Any, batch_size: int = 16) ->
     return np.concatenate(sums) if sums else np.zeros(0), total / max(count, 1)
 
 
-def causal_metrics(nll_sums: Any, token_counts: Sequence[int]) -> dict[str, float]:
-    """Token-weighted ``loss`` (mean NLL, nats) and ``perplexity`` = exp(loss)."""
-    tokens = float(np.sum(token_counts))
-    loss = float(np.sum(nll_sums)) / max(tokens, 1.0)
-    return {"loss": loss, "perplexity": float(np.exp(min(loss, 700.0))), "num_tokens": int(tokens)}
-
-
 def scored_counts(encoded: Sequence[Mapping[str, Sequence[int]]]) -> list[int]:
     """Number of scored tokens of each encoded example (its references for evaluation)."""
     return [sum(1 for label in item["labels"] if label != IGNORE_INDEX) for item in encoded]
@@ -330,18 +322,16 @@ class LMTask(Task):
         """Outputs: summed NLL per example (nats); references: scored tokens per example."""
         return predict_causal(model, split.source, min(batch_size, self.predict_batch_size or batch_size))
 
-    def metrics(
+    def score(
         self,
         outputs: Any,
         references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None,
         *,
-        validation: bool = False,
+        validation: bool,
         **options: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        if outputs is None:
-            raise EvaluationError(f"{self.name}: predictions are required")
-        return {**perplexity_metrics(outputs, references), **causal_metrics(outputs, references)}, {}
+        return perplexity_metrics(outputs, references), {}
 
     def report_fields(
         self, train: Any, train_split: TaskSplit, val: Any, val_split: TaskSplit | None

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from lmforge.data import QAData
 from lmforge.data.qa import QAExample
-from lmforge.errors import ConfigError, EvaluationError
+from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel
@@ -429,17 +429,15 @@ class QATask(Task):
             "version_2": split.source.config.version_2,
         }
 
-    def metrics(
+    def score(
         self,
         outputs: Any,
         references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None,
         *,
-        validation: bool = False,
+        validation: bool,
         **options: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        if outputs is None:
-            raise EvaluationError("qa: predictions are required")
         return squad_metrics(list(outputs), list(references)), {}
 
     def write_outputs(self, out_dir: Path, result: dict[str, Any]) -> dict[str, str]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmforge.data import Seq2SeqData
-from lmforge.errors import ConfigError, EvaluationError
+from lmforge.errors import ConfigError
 from lmforge.fileio import atomic_write_text
 from lmforge.generate import GenerationConfig, generate
 from lmforge.metrics.generation import generation_metrics
@@ -380,13 +380,13 @@ class Seq2SeqTask(Task):
             "target_language": data.target_language or extra.get("target_language"),
         }
 
-    def metrics(
+    def score(
         self,
         outputs: Any,
         references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None,
         *,
-        validation: bool = False,
+        validation: bool,
         target_language: str | None = None,
         generation: Sequence[str] | None = None,
         bleu_tokenize: str | None = None,
@@ -396,8 +396,6 @@ class Seq2SeqTask(Task):
         """BLEU / chrF with the tokenizer the target language needs, plus ROUGE and METEOR for
         English targets except during validation (they would slow every one); ``generation`` /
         ``bleu_tokenize`` choose the metrics and BLEU tokenizer explicitly instead."""
-        if outputs is None:
-            raise EvaluationError("seq2seq: predictions are required")
         if generation is None and bleu_tokenize is None:
             full = not validation
             metrics = seq2seq_metrics(outputs, references, target_language=target_language, full=full)

@@ -213,17 +213,15 @@ class TokenClassificationTask(Task):
     def predict(self, model: TransformerModel, split: TaskSplit, batch_size: int = 64) -> tuple[Any, float]:
         return predict_word_tags(model, split, batch_size)
 
-    def metrics(
+    def score(
         self,
         outputs: Any,
         references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None,
         *,
-        validation: bool = False,
+        validation: bool,
         **options: Any,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        if outputs is None:
-            raise EvaluationError("token-classification: predictions are required")
         return token_classification_scores(outputs, references, label_names), {}
 
 
