@@ -1,7 +1,7 @@
 """Typed configuration dataclasses: the single source of truth for every model lmforge builds.
 
-One :class:`ModelConfig` describes every family (GPT-2, Llama, BERT, RoBERTa, ALBERT, T5) through
-flags: norm type and placement, MLP type, position scheme, attention shape, embedding layout and
+One :class:`ModelConfig` describes every family (GPT-2, GPT-Neo, Llama, BERT, RoBERTa, ALBERT,
+ERNIE, T5) through flags: norm type and placement, MLP type, position scheme, attention shape, embedding layout and
 the task head. Family modules only provide presets and weight-name maps.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from lmforge.errors import ConfigError
 
-Family = Literal["gpt2", "llama", "bert", "roberta", "albert", "t5"]
+Family = Literal["gpt2", "gpt_neo", "llama", "bert", "roberta", "albert", "ernie", "t5"]
 Head = Literal[
     "base",
     "causal_lm",
@@ -27,6 +27,7 @@ Head = Literal[
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 Norm = Literal["layernorm", "rmsnorm"]
 Positions = Literal["learned", "rope", "relative", "none"]
+AttentionKind = Literal["global", "local"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "family": get_args(Family),
@@ -70,6 +71,12 @@ class ModelConfig:
     mlp_bias: bool = True
     attention_scale: float | None = None  # None: 1/sqrt(head_dim); T5 uses 1.0
     causal: bool = True
+    # Sliding-window attention: a "local" layer's query sees itself and the ``local_window - 1``
+    # keys before it (GPT-Neo). ``attention_layers`` is each layer's kind, or a pattern repeated
+    # over the depth (GPT-Neo: ["global", "local"]); None: all global, or all local when
+    # ``local_window`` is set (Mistral).
+    local_window: int | None = None
+    attention_layers: list[AttentionKind] | None = None
     # Positions
     positions: Positions = "learned"
     position_offset: int = 0  # RoBERTa: padding_idx + 1
@@ -81,6 +88,7 @@ class ModelConfig:
     # Embeddings
     embedding_size: int | None = None  # ALBERT factorized embeddings; None: hidden_size
     type_vocab_size: int = 0
+    task_type_vocab_size: int = 0  # ERNIE's task-type embeddings (use_task_id); 0: none
     embedding_norm: bool = False
     tie_embeddings: bool = True
     num_layer_groups: int | None = None  # ALBERT cross-layer sharing; None: no sharing
@@ -97,6 +105,8 @@ class ModelConfig:
     pooler: bool = False  # dense + tanh over the pooled token (BERT pooler / RoBERTa head)
     classifier_bias: bool = True  # bias of the sequence-classification layer (decoders: none)
     mlm_transform: bool = True  # dense + act + norm before the MLM decoder (BERT style)
+    # T5 scales the hidden states by hidden_size ** -0.5 before an LM decoder tied to the embedding.
+    scale_tied_lm_head: bool = False
     # Dropout: rates per site (None: ``dropout``) and which family-specific sites exist.
     dropout: float = 0.0  # residual branches: GPT-2 resid_pdrop, BERT hidden_dropout_prob, T5 dropout_rate
     attention_dropout: float | None = None  # attention probabilities (GPT-2 attn_pdrop, BERT attention_probs)
@@ -138,10 +148,51 @@ class ModelConfig:
             rate = getattr(self, name)
             if rate is not None and not (isinstance(rate, int | float) and 0 <= rate < 1):
                 raise ConfigError(f"config field {name!r} must be a probability in [0, 1), got {rate!r}")
+        self._check_attention_layers()
         if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
             raise ConfigError(
                 f"num_layers {self.num_layers} is not a multiple of num_layer_groups {self.num_layer_groups}"
             )
+
+    def _check_attention_layers(self) -> None:
+        window, kinds = self.local_window, self.attention_layers
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+            raise ConfigError(f"config field 'local_window' must be a positive integer, got {window!r}")
+        if window is not None and window > self.max_positions:
+            raise ConfigError(
+                f"config field 'local_window' ({window}) is larger than the context "
+                f"(max_positions {self.max_positions}); use a window of at most {self.max_positions}"
+            )
+        if window is not None and not self.causal:
+            raise ConfigError(
+                "config field 'local_window': sliding-window attention is causal only (causal=True)"
+            )
+        if kinds is None:
+            return
+        kinds = list(kinds)
+        if not kinds or self.num_layers % len(kinds):
+            raise ConfigError(
+                f"config field 'attention_layers' has {len(kinds)} entries, which does not divide "
+                f"{self.num_layers} layers; give one kind per layer or a pattern that repeats"
+            )
+        unknown = sorted({str(kind) for kind in kinds} - set(get_args(AttentionKind)))
+        if unknown:
+            raise ConfigError(f"config field 'attention_layers': {', '.join(unknown)} not global or local")
+        if "local" in kinds and window is None:
+            raise ConfigError(
+                "config field 'attention_layers' has local layers but 'local_window' is not set"
+            )
+        self.attention_layers = kinds
+
+    def layer_windows(self) -> list[int | None]:
+        """Per layer, the sliding window of its self-attention, or None for full (global) attention."""
+        if self.attention_layers is None:
+            return [self.local_window] * self.num_layers
+        pattern = self.attention_layers
+        return [
+            self.local_window if pattern[i % len(pattern)] == "local" else None
+            for i in range(self.num_layers)
+        ]
 
     @property
     def is_encoder_decoder(self) -> bool:

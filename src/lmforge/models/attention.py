@@ -22,16 +22,23 @@ def attention_bias(
     causal: bool,
     dtype: torch.dtype,
     device: torch.device,
+    window: int | None = None,
 ) -> Tensor | None:
     """Additive float mask (B|1, 1, T, S): 0 where attention is allowed, the dtype's minimum elsewhere.
 
     A finite minimum instead of -inf keeps fully masked rows (left padding) free of NaN.
-    ``padding_mask`` is (B, S) with 1 for real tokens. Returns None when nothing is masked.
+    ``padding_mask`` is (B, S) with 1 for real tokens. With a causal ``window`` (sliding-window
+    attention) a query also ignores keys ``window`` or more positions back. Returns None when
+    nothing is masked.
     """
     allowed: Tensor | None = None
-    if causal and q_len > 1:
+    if causal and (q_len > 1 or (window is not None and k_len > window)):
         query = torch.arange(k_len - q_len, k_len, device=device)[:, None]
-        allowed = (torch.arange(k_len, device=device)[None, :] <= query)[None, None]  # (1, 1, T, S)
+        key = torch.arange(k_len, device=device)[None, :]
+        allowed = key <= query
+        if window is not None:
+            allowed = allowed & (key > query - window)
+        allowed = allowed[None, None]  # (1, 1, T, S)
     if padding_mask is not None and not bool(padding_mask.all()):
         keep = padding_mask[:, None, None, :].bool()  # (B, 1, 1, S)
         allowed = keep if allowed is None else allowed & keep

@@ -71,6 +71,8 @@ class TransformerStack(nn.Module):
     """A stack of blocks with its position machinery and final norm.
 
     With ``num_layer_groups`` set (ALBERT), layers share the parameters of their group's block.
+    A causal decoder-only stack gives each layer the window of ``config.layer_windows()``
+    (GPT-Neo's local layers see the last ``local_window`` positions only; global layers see all).
     """
 
     def __init__(
@@ -81,6 +83,8 @@ class TransformerStack(nn.Module):
         self.causal = causal
         unique = config.num_layer_groups or num_layers
         self.layers = nn.ModuleList(Block(config, cross_attention) for _ in range(unique))
+        # The decoder of an encoder-decoder always attends globally (config.causal is the encoder's).
+        self.windows = config.layer_windows() if causal and not cross_attention else [None] * num_layers
         self.final_norm = make_norm(config) if config.final_norm and config.norm_position == "pre" else None
         # Only T5 drops out the final norm's output; GPT-2 and Llama feed it to the head as is.
         self.dropout = nn.Dropout(config.dropout) if config.final_norm_dropout else nn.Identity()
@@ -112,10 +116,13 @@ class TransformerStack(nn.Module):
                 f"attention_mask covers {padding_mask.shape[1]} positions but there are {k_len} "
                 f"({past} cached + {q_len} new); pass a mask over past and new tokens"
             )
-        bias = attention_bias(padding_mask, q_len, k_len, self.causal, x.dtype, x.device)
-        if self.relative is not None:
-            position_bias = self.relative(q_len, k_len, x.device).to(x.dtype)
-            bias = position_bias if bias is None else position_bias + bias
+        biases: dict[int | None, Tensor | None] = {}
+        for window in set(self.windows):  # one mask per distinct window (global: None)
+            bias = attention_bias(padding_mask, q_len, k_len, self.causal, x.dtype, x.device, window)
+            if self.relative is not None:
+                position_bias = self.relative(q_len, k_len, x.device).to(x.dtype)
+                bias = position_bias if bias is None else position_bias + bias
+            biases[window] = bias
         rope = None
         if self.rotary is not None:
             if position_ids is None:
@@ -129,7 +136,7 @@ class TransformerStack(nn.Module):
         group_size = self.num_layers // len(self.layers)
         for i in range(self.num_layers):
             block = self.layers[i // group_size]
-            x = block(x, bias, is_causal, rope, cache, i, memory, memory_bias)
+            x = block(x, biases[self.windows[i]], is_causal, rope, cache, i, memory, memory_bias)
         if self.final_norm is not None:
             x = self.dropout(self.final_norm(x))
         return x

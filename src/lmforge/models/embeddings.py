@@ -1,4 +1,5 @@
-"""Input embeddings every family shares: tokens plus learned positions, token types, norm, projection."""
+"""Input embeddings every family shares: tokens plus learned positions, token and task types, norm,
+projection."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class Embeddings(nn.Module):
 
     ALBERT factorises embeddings: tokens live in ``embedding_size`` and ``project`` maps them to
     ``hidden_size``. RoBERTa counts positions over non-pad tokens, starting at ``position_offset``.
+    ERNIE adds a task-type embedding (``task_type_vocab_size``) to tokens, positions and token types.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -28,6 +30,9 @@ class Embeddings(nn.Module):
             else None
         )
         self.token_type = nn.Embedding(config.type_vocab_size, dim) if config.type_vocab_size else None
+        self.task_type = (
+            nn.Embedding(config.task_type_vocab_size, dim) if config.task_type_vocab_size else None
+        )
         self.norm = make_norm(config, dim) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.embedding_dropout_rate)
         self.project = nn.Linear(dim, config.hidden_size) if dim != config.hidden_size else None
@@ -46,7 +51,9 @@ class Embeddings(nn.Module):
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         past: int = 0,
+        task_type_ids: Tensor | None = None,
     ) -> Tensor:
+        """(B, T) ids (and optional (B, T) token-type, position and task-type ids) -> (B, T, H)."""
         x = self.token(input_ids)  # (B, T, E)
         if self.position is not None:
             if position_ids is None:
@@ -56,6 +63,10 @@ class Embeddings(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             x = x + self.token_type(token_type_ids)
+        if self.task_type is not None:  # task 0 when none is given, as transformers' ERNIE does
+            x = x + self.task_type(
+                task_type_ids if task_type_ids is not None else torch.zeros_like(input_ids)
+            )
         if self.norm is not None:
             x = self.norm(x)
         x = self.dropout(x)

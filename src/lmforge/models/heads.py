@@ -70,8 +70,8 @@ class LMHead(nn.Module):
             self.dense = nn.Linear(config.hidden_size, dim)
             self.act = ACTIVATIONS[config.activation]
             self.norm = make_norm(config, dim)
-        # T5 rescales hidden states when its decoder is tied to the embedding.
-        self.scale = config.hidden_size**-0.5 if config.family == "t5" and config.tie_embeddings else 1.0
+        tied_scale = config.scale_tied_lm_head and config.tie_embeddings
+        self.scale = config.hidden_size**-0.5 if tied_scale else 1.0
         self.decoder = nn.Linear(dim, config.vocab_size, bias=masked)
 
     def features(self, hidden: Tensor) -> Tensor:

@@ -26,9 +26,9 @@ def model_info(name: str) -> dict[str, Any]:
         config, ``dtype`` and ``memory_bytes`` (parameters x element size).
     """
     if name in presets() and not Path(name).exists():
-        config = presets()[name].preset(
-            name, head="causal_lm" if presets()[name].name in ("gpt2", "llama") else "base"
-        )
+        config = presets()[name].preset(name)
+        # Decoders are shown with their LM head, encoders (and T5) as the bare body.
+        config = config.replace(head="causal_lm" if config.causal else "base")
         with torch.device("meta"):
             model = TransformerModel(config)
         dtype, source = torch.float32, "preset"

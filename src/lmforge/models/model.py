@@ -113,6 +113,7 @@ class TransformerModel(nn.Module):
         token_type_ids: Tensor | None = None,
         position_ids: Tensor | None = None,
         cache: KVCache | None = None,
+        task_type_ids: Tensor | None = None,
     ) -> Tensor:
         """Run embeddings and the main stack: (B, T) ids -> (B, T, H) hidden states."""
         if input_ids.dim() != 2:
@@ -124,7 +125,11 @@ class TransformerModel(nn.Module):
         past = cache.length if cache is not None else 0
         stack_cache = cache if self.decoder is None else None
         x = self.embeddings(
-            input_ids, token_type_ids, position_ids if self.stack.rotary is None else None, past
+            input_ids,
+            token_type_ids,
+            position_ids if self.stack.rotary is None else None,
+            past,
+            task_type_ids,
         )
         return self.stack(x, attention_mask, position_ids, stack_cache)
 
@@ -139,6 +144,7 @@ class TransformerModel(nn.Module):
         encoder_hidden_states: Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
+        task_type_ids: Tensor | None = None,
     ) -> ModelOutput:
         """Run the model.
 
@@ -152,15 +158,18 @@ class TransformerModel(nn.Module):
             encoder_hidden_states: (B, T, H) precomputed encoder output, to skip the encoder.
             past_key_values: cache from a previous call, for incremental decoding.
             use_cache: create and return a cache when none is passed.
+            task_type_ids: (B, T) task ids (ERNIE with ``task_type_vocab_size``); default task 0.
         """
         cache = past_key_values if past_key_values is not None else (KVCache() if use_cache else None)
         if self.decoder is None:
-            hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, cache)
+            hidden = self.encode(
+                input_ids, attention_mask, token_type_ids, position_ids, cache, task_type_ids
+            )
             return self._head(hidden, attention_mask, input_ids, cache)
 
         memory = encoder_hidden_states
         if memory is None:
-            memory = self.encode(input_ids, attention_mask, token_type_ids)
+            memory = self.encode(input_ids, attention_mask, token_type_ids, task_type_ids=task_type_ids)
         if decoder_input_ids is None:
             if self.config.head == "base":  # encoder-only use (embeddings)
                 return ModelOutput(last_hidden_state=memory)

@@ -1,5 +1,6 @@
-"""BERT, RoBERTa and ALBERT against transformers: every head, padded batches, two segments,
-weights through our converter in both directions, and the real all-MiniLM-L6-v2 weights."""
+"""BERT, RoBERTa, ALBERT and ERNIE against transformers: every head, padded batches, two segments
+(and ERNIE's task types), weights through our converter in both directions, and the real
+all-MiniLM-L6-v2 weights."""
 
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ HEADS = {
         "question_answering",
     ],
 }
+HEADS["ernie"] = HEADS["bert"]
 VARIANTS = {
     "bert": [("bert-tiny", {})],
     "roberta": [("roberta-tiny", {"tie_embeddings": False})],  # untied decoder: weight and bias mapped
     # Four layers in two groups: layer i uses the block of group i // 2.
     "albert": [("albert-tiny", {"num_layers": 4, "num_layer_groups": 2})],
+    # With task-type embeddings (use_task_id, ERNIE 3.0) and without (ERNIE 1.0), untied.
+    "ernie": [("ernie-tiny", {}), ("ernie-tiny", {"task_type_vocab_size": 0, "tie_embeddings": False})],
 }
 CASES = [
     (preset, head, overrides)
@@ -51,7 +55,7 @@ CASES = [
     for preset, overrides in VARIANTS[fam]
     for head in HEADS[fam]
 ]
-IDS = [f"{preset}-{head}" for preset, head, _ in CASES]
+IDS = [f"{preset}-{head}-{i}" for i, (preset, head, _) in enumerate(CASES)]
 
 
 def _config(preset: str, head: str, overrides: dict) -> ModelConfig:
@@ -77,6 +81,8 @@ def _inputs(config: ModelConfig) -> dict[str, torch.Tensor]:
     if config.type_vocab_size > 1:  # a second segment starting midway through each sequence
         starts = torch.tensor([length // 2 for length in LENGTHS])[:, None]
         inputs["token_type_ids"] = (torch.arange(ids.shape[1])[None] >= starts).long() * mask
+    if config.task_type_vocab_size:  # a task per sequence, none of them the default 0
+        inputs["task_type_ids"] = (torch.arange(len(LENGTHS)) % 2 + 1)[:, None].expand_as(ids)
     return inputs
 
 
@@ -146,7 +152,7 @@ def test_export_round_trip(preset: str, head: str, overrides: dict) -> None:
     _assert_same(expected, actual, inputs["attention_mask"])
 
 
-@pytest.mark.parametrize("fam", ["bert", "roberta", "albert"])
+@pytest.mark.parametrize("fam", ["bert", "roberta", "albert", "ernie"])
 def test_config_round_trip(fam: str) -> None:
     spec = family(fam)
     for name in spec.presets:

@@ -142,3 +142,32 @@ def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_llama: Transfor
     os.umask(umask)
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "ckpt" / name).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_older_checkpoint_takes_its_family_defaults(tmp_path: Path) -> None:
+    """A T5 checkpoint written before ``scale_tied_lm_head`` existed still scales its tied head."""
+    torch.manual_seed(4)
+    model = TransformerModel(preset_config("t5-tiny", vocab_size=300)).eval()
+    lmforge.save(model, tmp_path / "ckpt")
+    config_file = tmp_path / "ckpt" / "config.json"
+    payload = json.loads(config_file.read_text())
+    del payload["lmforge"]["scale_tied_lm_head"]
+    config_file.write_text(json.dumps(payload))
+    loaded = lmforge.load(tmp_path / "ckpt")
+    assert loaded.config == model.config and loaded.model.lm_head is not None
+    assert loaded.model.lm_head.scale == 64**-0.5  # hidden_size ** -0.5
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "roberta-tiny", "ernie-tiny"])
+def test_masked_lm_loads_as_classifier_with_pooler(tmp_path: Path, preset: str) -> None:
+    """Each family's transformers classifier has a pooler (RoBERTa's head dense): a new
+    sequence-classification head gets one, whatever the checkpoint's head had."""
+    torch.manual_seed(5)
+    config = preset_config(preset, head="masked_lm", vocab_size=300, max_positions=64, pooler=False)
+    model = TransformerModel(config).eval()
+    lmforge.save_hf(model, tmp_path / "mlm")
+    loaded = lmforge.load(tmp_path / "mlm", head="sequence_classification", num_labels=3)
+    assert loaded.config.pooler
+    torch.testing.assert_close(loaded.model.embeddings.token.weight, model.embeddings.token.weight)
+    ids, mask = padded_batch(300, [6, 3], pad_id=config.pad_token_id or 0)
+    assert loaded.model(ids, mask).logits.shape == (2, 3)

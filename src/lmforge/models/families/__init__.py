@@ -1,7 +1,7 @@
 """Model families: one module each (presets, config translation, weight-name maps) and the registry.
 
-``gpt2`` (GPT-2), ``llama`` (Llama, SmolLM2), ``bert`` (BERT, RoBERTa, ALBERT) and ``t5`` (T5)
-only wire the core in :mod:`lmforge.models`; :mod:`~lmforge.models.families.registry` finds them
+``gpt2`` (GPT-2), ``gpt_neo`` (GPT-Neo), ``llama`` (Llama, SmolLM2), ``bert`` (BERT, RoBERTa,
+ALBERT), ``ernie`` (ERNIE) and ``t5`` (T5) only wire the core in :mod:`lmforge.models`; :mod:`~lmforge.models.families.registry` finds them
 by name, preset or transformers ``model_type``.
 """
 

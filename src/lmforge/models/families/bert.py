@@ -1,6 +1,7 @@
 """BERT, RoBERTa and ALBERT encoders: post-norm blocks, learned positions, token types, MLM heads.
 
-The three share one backbone layout in transformers and differ in a few places, handled here:
+The three (and ERNIE, :mod:`~lmforge.models.families.ernie`) share one backbone layout in
+transformers and differ in a few places, handled here:
 RoBERTa counts positions from ``pad_token_id + 1`` over non-pad tokens and has one token type;
 its classification head (dense + tanh on ``<s>``, then ``out_proj``) maps onto our pooler and
 classifier. ALBERT factorises embeddings (``embedding_size`` < ``hidden_size``, projected into the
@@ -9,6 +10,7 @@ stack) and shares one block per layer group across depth.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lmforge.config import Head, ModelConfig
@@ -20,7 +22,7 @@ from lmforge.models.families.spec import (
     labels_to_hf,
     site_rate,
 )
-from lmforge.models.io.convert import Rule, rule
+from lmforge.models.io.convert import Rule, rule, weight_bias
 
 _COMMON: dict[str, Any] = {
     "norm": "layernorm",
@@ -112,7 +114,7 @@ _POOLED_HEADS = ("base", "pretraining", "sequence_classification")
 # -- configs --------------------------------------------------------------------------------------
 
 
-def _config_from_hf(
+def encoder_config_from_hf(
     hf: dict[str, Any], head: Head | None, base: dict[str, Any], archs: dict[str, str]
 ) -> ModelConfig:
     """Translate the config.json fields the three families share; family fields come in ``base``."""
@@ -151,7 +153,6 @@ def _config_from_hf(
             "dropout": hidden,  # the embeddings' too
             "attention_dropout": site_rate(hf.get("attention_probs_dropout_prob", default_rate), hidden),
             "classifier_dropout": site_rate(_classifier_dropout(hf, head, family, hidden), hidden),
-            "mlp_output_dropout": family != "albert",  # AlbertLayer adds its FFN output undropped
             "pooler_dropout": family == "roberta" and head == "sequence_classification",
             "pooler": pooler,
             **common_hf_fields(hf, head, base),
@@ -174,13 +175,13 @@ def _classifier_dropout(hf: dict[str, Any], head: Head, family: str, hidden: flo
 
 
 def bert_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
-    return _config_from_hf(hf, head, _BERT, BERT_ARCHITECTURES)
+    return encoder_config_from_hf(hf, head, _BERT, BERT_ARCHITECTURES)
 
 
 def roberta_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
     pad = hf.get("pad_token_id")
     pad = 1 if pad is None else pad
-    return _config_from_hf(
+    return encoder_config_from_hf(
         hf, head, {**_ROBERTA, "pad_token_id": pad, "position_offset": pad + 1}, ROBERTA_ARCHITECTURES
     )
 
@@ -193,7 +194,7 @@ def albert_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> Model
         "embedding_size": hf.get("embedding_size", 128),
         "num_layer_groups": hf.get("num_hidden_groups", 1),
     }
-    config = _config_from_hf(hf, head, base, ALBERT_ARCHITECTURES)
+    config = encoder_config_from_hf(hf, head, base, ALBERT_ARCHITECTURES)
     _check_albert(config)
     return config
 
@@ -209,7 +210,7 @@ def _check_albert(config: ModelConfig) -> None:
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-    """transformers config fields for any of the three families."""
+    """transformers config fields of BERT, RoBERTa (and, extended, ALBERT and ERNIE)."""
     assert config.head_dim is not None
     if config.head_dim * config.num_heads != config.hidden_size or config.num_kv_heads != config.num_heads:
         raise UnsupportedError(
@@ -232,22 +233,29 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "eos_token_id": config.eos_token_id,
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attention_dropout_rate,
-        **labels_to_hf(config),
+        "classifier_dropout": config.classifier_dropout_rate,
     }
-    if config.family != "albert":
-        hf["classifier_dropout"] = config.classifier_dropout_rate
-    if config.family == "albert":
-        _check_albert(config)
-        hf.update(
-            embedding_size=config.embedding_size,
-            num_hidden_groups=config.num_layer_groups or config.num_layers,
-            inner_group_num=1,
-            classifier_dropout_prob=config.classifier_dropout_rate,
+    if config.task_type_vocab_size:
+        raise UnsupportedError(
+            f"{config.family} in transformers has no task-type embeddings; ERNIE has them (family 'ernie')"
         )
     if config.head in ("pretraining", "question_answering"):
         # transformers sizes the QA and ALBERT sentence-order layers by num_labels; ours are fixed at 2.
         hf.update(labels_to_hf(config.replace(num_labels=2, extra={})))
     return hf
+
+
+def albert_config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    _check_albert(config)
+    hf = config_to_hf(config)
+    del hf["classifier_dropout"]  # AlbertConfig names it classifier_dropout_prob
+    return {
+        **hf,
+        "embedding_size": config.embedding_size,
+        "num_hidden_groups": config.num_layer_groups or config.num_layers,
+        "inner_group_num": 1,
+        "classifier_dropout_prob": config.classifier_dropout_rate,
+    }
 
 
 # -- weight maps ----------------------------------------------------------------------------------
@@ -259,27 +267,22 @@ def _embedding_rules() -> list[Rule]:
         rule("embeddings.position.weight", "embeddings.position_embeddings.weight"),
         rule("embeddings.token_type.weight", "embeddings.token_type_embeddings.weight"),
     ]
-    return rules + _weight_bias("embeddings.norm", "embeddings.LayerNorm")
-
-
-def _weight_bias(ours: str, theirs: str) -> list[Rule]:
-    """Weight and bias of one Linear or LayerNorm."""
-    return [rule(f"{ours}.{p}", f"{theirs}.{p}") for p in ("weight", "bias")]
+    return rules + weight_bias("embeddings.norm", "embeddings.LayerNorm")
 
 
 def _block_rules(theirs: dict[str, str]) -> list[Rule]:
     """One block's rules given the foreign module name of each lmforge piece (``{i}`` = layer)."""
-    return [r for ours, name in theirs.items() for r in _weight_bias(f"stack.layers.{{i}}.{ours}", name)]
+    return [r for ours, name in theirs.items() for r in weight_bias(f"stack.layers.{{i}}.{ours}", name)]
 
 
 def _mlm_rules(config: ModelConfig, prefix: str, dense: str, norm: str) -> list[Rule]:
     """MLM transform and decoder; the tied decoder's bias lives in ``{prefix}bias``."""
-    rules = _weight_bias("lm_head.dense", f"/{prefix}{dense}") + _weight_bias(
+    rules = weight_bias("lm_head.dense", f"/{prefix}{dense}") + weight_bias(
         "lm_head.norm", f"/{prefix}{norm}"
     )
     if config.tie_embeddings:
         return [*rules, rule("lm_head.decoder.bias", f"/{prefix}bias")]
-    return rules + _weight_bias("lm_head.decoder", f"/{prefix}decoder")
+    return rules + weight_bias("lm_head.decoder", f"/{prefix}decoder")
 
 
 def _task_rules(config: ModelConfig, sequence: str) -> list[Rule]:
@@ -289,7 +292,7 @@ def _task_rules(config: ModelConfig, sequence: str) -> list[Rule]:
         "token_classification": "classifier",
         "question_answering": "qa_outputs",
     }.get(config.head)
-    return _weight_bias("classifier.linear", f"/{name}") if name else []
+    return weight_bias("classifier.linear", f"/{name}") if name else []
 
 
 def _require_pooler(config: ModelConfig) -> None:
@@ -304,12 +307,13 @@ def _pooler_rules(config: ModelConfig, theirs: str) -> list[Rule]:
     model; the transformers classes of the other heads have none, so a pooler there is not mapped."""
     if config.head in ("pretraining", "sequence_classification"):
         _require_pooler(config)
-    return _weight_bias("pooler.dense", theirs) if config.pooler and config.head in _POOLED_HEADS else []
+    return weight_bias("pooler.dense", theirs) if config.pooler and config.head in _POOLED_HEADS else []
 
 
-def bert_rules(config: ModelConfig) -> list[Rule]:
+def _layer_rules() -> list[Rule]:
+    """Embeddings and blocks of BERT, RoBERTa and ERNIE."""
     layer = "encoder.layer.{i}."
-    rules = _embedding_rules() + _block_rules(
+    return _embedding_rules() + _block_rules(
         {
             "attn.q_proj": layer + "attention.self.query",
             "attn.k_proj": layer + "attention.self.key",
@@ -321,31 +325,38 @@ def bert_rules(config: ModelConfig) -> list[Rule]:
             "mlp_norm": layer + "output.LayerNorm",
         }
     )
+
+
+def bert_rules(config: ModelConfig) -> list[Rule]:
     head = config.head
-    if config.family == "roberta":
-        if head == "masked_lm":
-            return rules + _mlm_rules(config, "lm_head.", "dense", "layer_norm")
-        if head == "sequence_classification":
-            _require_pooler(config)
-            return (
-                rules
-                + _weight_bias("pooler.dense", "/classifier.dense")
-                + _task_rules(config, "classifier.out_proj")
-            )
-        pooler = _weight_bias("pooler.dense", "pooler.dense") if head == "base" and config.pooler else []
-        return rules + pooler + _task_rules(config, "classifier")
-    rules += _pooler_rules(config, "pooler.dense")
+    rules = _layer_rules() + _pooler_rules(config, "pooler.dense")
     if head in ("masked_lm", "pretraining"):
         rules += _mlm_rules(config, "cls.predictions.", "transform.dense", "transform.LayerNorm")
     if head == "pretraining":
-        rules += _weight_bias("classifier.linear", "/cls.seq_relationship")
+        rules += weight_bias("classifier.linear", "/cls.seq_relationship")
     return rules + _task_rules(config, "classifier")
+
+
+def roberta_rules(config: ModelConfig) -> list[Rule]:
+    """RoBERTa's heads: ``lm_head`` for MLM, and a classification head whose dense is our pooler."""
+    head, rules = config.head, _layer_rules()
+    if head == "masked_lm":
+        return rules + _mlm_rules(config, "lm_head.", "dense", "layer_norm")
+    if head == "sequence_classification":
+        _require_pooler(config)
+        return (
+            rules
+            + weight_bias("pooler.dense", "/classifier.dense")
+            + _task_rules(config, "classifier.out_proj")
+        )
+    pooler = weight_bias("pooler.dense", "pooler.dense") if head == "base" and config.pooler else []
+    return rules + pooler + _task_rules(config, "classifier")
 
 
 def albert_rules(config: ModelConfig) -> list[Rule]:
     _check_albert(config)
     layer = "encoder.albert_layer_groups.{i}.albert_layers.0."  # {i} is the layer group
-    rules = _embedding_rules() + _weight_bias("embeddings.project", "encoder.embedding_hidden_mapping_in")
+    rules = _embedding_rules() + weight_bias("embeddings.project", "encoder.embedding_hidden_mapping_in")
     rules += _block_rules(
         {
             "attn.q_proj": layer + "attention.query",
@@ -363,37 +374,29 @@ def albert_rules(config: ModelConfig) -> list[Rule]:
     if head in ("masked_lm", "pretraining"):
         rules += _mlm_rules(config, "predictions.", "dense", "LayerNorm")
     if head == "pretraining":
-        rules += _weight_bias("classifier.linear", "/sop_classifier.classifier")
+        rules += weight_bias("classifier.linear", "/sop_classifier.classifier")
     return rules + _task_rules(config, "classifier")
 
 
-BERT_SPEC = FamilySpec(
-    name="bert",
-    hf_model_type="bert",
-    hf_architectures=BERT_ARCHITECTURES,
-    hf_prefix=lambda head: "" if head == "base" else "bert.",
-    presets=BERT_PRESETS,
-    config_from_hf=bert_config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=bert_rules,
+def encoder_spec(
+    name: str,
+    presets: dict[str, dict[str, Any]],
+    config_from_hf: Callable[[dict[str, Any], Head | None], ModelConfig],
+    to_hf: Callable[[ModelConfig], dict[str, Any]],
+    rules: Callable[[ModelConfig], list[Rule]],
+    architectures: dict[str, str],
+) -> FamilySpec:
+    """The spec of a BERT-layout family: transformers holds its base model under ``name``."""
+    pooled = tuple(h for h in ("pretraining", "sequence_classification") if h in architectures)
+    return FamilySpec(name, architectures, presets, config_from_hf, to_hf, rules, name, pooled_heads=pooled)
+
+
+BERT_SPEC = encoder_spec(
+    "bert", BERT_PRESETS, bert_config_from_hf, config_to_hf, bert_rules, BERT_ARCHITECTURES
 )
-ROBERTA_SPEC = FamilySpec(
-    name="roberta",
-    hf_model_type="roberta",
-    hf_architectures=ROBERTA_ARCHITECTURES,
-    hf_prefix=lambda head: "" if head == "base" else "roberta.",
-    presets=ROBERTA_PRESETS,
-    config_from_hf=roberta_config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=bert_rules,
+ROBERTA_SPEC = encoder_spec(
+    "roberta", ROBERTA_PRESETS, roberta_config_from_hf, config_to_hf, roberta_rules, ROBERTA_ARCHITECTURES
 )
-ALBERT_SPEC = FamilySpec(
-    name="albert",
-    hf_model_type="albert",
-    hf_architectures=ALBERT_ARCHITECTURES,
-    hf_prefix=lambda head: "" if head == "base" else "albert.",
-    presets=ALBERT_PRESETS,
-    config_from_hf=albert_config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=albert_rules,
+ALBERT_SPEC = encoder_spec(
+    "albert", ALBERT_PRESETS, albert_config_from_hf, albert_config_to_hf, albert_rules, ALBERT_ARCHITECTURES
 )

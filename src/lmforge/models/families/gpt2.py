@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.config import Head, ModelConfig
-from lmforge.models.families.spec import (
-    FamilySpec,
-    common_hf_fields,
-    generic_classifier_dropout,
-    generic_head_rules,
-    head_from_architectures,
-    labels_to_hf,
-    site_rate,
-)
-from lmforge.models.io.convert import Rule, rule, transpose
+from lmforge.models.families.spec import FamilySpec, decoder_fields, generic_head_rules
+from lmforge.models.io.convert import Rule, rule, transpose, weight_bias
 
 _BASE: dict[str, Any] = {
     "family": "gpt2",
@@ -51,7 +43,6 @@ _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu
 
 def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
     hidden = hf["n_embd"]
-    head = head or head_from_architectures(hf.get("architectures"), ARCHITECTURES, "causal_lm")
     resid = hf.get("resid_pdrop", 0.1)
     return ModelConfig(
         **{
@@ -66,11 +57,9 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "activation": _ACTIVATIONS.get(hf.get("activation_function", "gelu_new"), "gelu_tanh"),
             "tie_embeddings": hf.get("tie_word_embeddings", True),
             # GPT2Model's three rates (transformers defaults 0.1); no dropout after ln_f.
-            "dropout": resid,
-            "attention_dropout": site_rate(hf.get("attn_pdrop", 0.1), resid),
-            "embedding_dropout": site_rate(hf.get("embd_pdrop", 0.1), resid),
-            "classifier_dropout": site_rate(generic_classifier_dropout(hf, head), resid),
-            **common_hf_fields(hf, head),
+            **decoder_fields(
+                hf, head, ARCHITECTURES, resid, hf.get("attn_pdrop", 0.1), hf.get("embd_pdrop", 0.1)
+            ),
         }
     )
 
@@ -94,7 +83,6 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "embd_pdrop": config.embedding_dropout_rate,
         "attn_pdrop": config.attention_dropout_rate,
         "classifier_dropout": config.classifier_dropout_rate,
-        **labels_to_hf(config),
     }
 
 
@@ -105,30 +93,20 @@ def hf_rules(config: ModelConfig) -> list[Rule]:
         rule("embeddings.position.weight", "wpe.weight"),
         rule(tuple(f"{p}.weight" for p in qkv), "h.{i}.attn.c_attn.weight", transpose, transpose),
         rule(tuple(f"{p}.bias" for p in qkv), "h.{i}.attn.c_attn.bias"),
-        rule("stack.layers.{i}.attn.o_proj.weight", "h.{i}.attn.c_proj.weight", transpose, transpose),
-        rule("stack.layers.{i}.attn.o_proj.bias", "h.{i}.attn.c_proj.bias"),
-        rule("stack.layers.{i}.mlp.up_proj.weight", "h.{i}.mlp.c_fc.weight", transpose, transpose),
-        rule("stack.layers.{i}.mlp.up_proj.bias", "h.{i}.mlp.c_fc.bias"),
-        rule("stack.layers.{i}.mlp.down_proj.weight", "h.{i}.mlp.c_proj.weight", transpose, transpose),
-        rule("stack.layers.{i}.mlp.down_proj.bias", "h.{i}.mlp.c_proj.bias"),
     ]
+    # Conv1D layers store (in, out) weights.
+    for ours, theirs in (
+        ("attn.o_proj", "attn.c_proj"),
+        ("mlp.up_proj", "mlp.c_fc"),
+        ("mlp.down_proj", "mlp.c_proj"),
+    ):
+        rules += weight_bias(f"stack.layers.{{i}}.{ours}", f"h.{{i}}.{theirs}", transpose, transpose)
     for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
-        for p in ("weight", "bias"):
-            rules.append(rule(f"stack.layers.{{i}}.{ours}.{p}", f"h.{{i}}.{theirs}.{p}"))
-    rules += [rule("stack.final_norm.weight", "ln_f.weight"), rule("stack.final_norm.bias", "ln_f.bias")]
+        rules += weight_bias(f"stack.layers.{{i}}.{ours}", f"h.{{i}}.{theirs}")
+    rules += weight_bias("stack.final_norm", "ln_f")
     if config.head == "causal_lm" and not config.tie_embeddings:
         rules.append(rule("lm_head.decoder.weight", "/lm_head.weight"))
-    rules += generic_head_rules(config, token_classifier="classifier")
-    return rules
+    return rules + generic_head_rules(config, token_classifier="classifier")
 
 
-SPEC = FamilySpec(
-    name="gpt2",
-    hf_model_type="gpt2",
-    hf_architectures=ARCHITECTURES,
-    hf_prefix=lambda head: "" if head == "base" else "transformer.",
-    presets=PRESETS,
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=hf_rules,
-)
+SPEC = FamilySpec("gpt2", ARCHITECTURES, PRESETS, config_from_hf, config_to_hf, hf_rules, "transformer")

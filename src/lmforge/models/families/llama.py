@@ -6,15 +6,7 @@ from typing import Any
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import UnsupportedError
-from lmforge.models.families.spec import (
-    FamilySpec,
-    common_hf_fields,
-    generic_classifier_dropout,
-    generic_head_rules,
-    head_from_architectures,
-    labels_to_hf,
-    site_rate,
-)
+from lmforge.models.families.spec import FamilySpec, decoder_fields, generic_head_rules
 from lmforge.models.io.convert import Rule, rope_permute, rope_unpermute, rule
 
 _BASE: dict[str, Any] = {
@@ -88,7 +80,6 @@ ARCHITECTURES = {
 
 
 def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
-    head = head or head_from_architectures(hf.get("architectures"), ARCHITECTURES, "causal_lm")
     rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
     if rope.get("rope_type", rope.get("type", "default")) == "default":
@@ -113,10 +104,7 @@ def config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
             "mlp_bias": hf.get("mlp_bias", False),
             "tie_embeddings": hf.get("tie_word_embeddings", False),
             # LlamaModel drops out attention probabilities only: no embedding or residual dropout.
-            "dropout": 0.0,
-            "attention_dropout": site_rate(hf.get("attention_dropout") or 0.0, 0.0),
-            "classifier_dropout": site_rate(generic_classifier_dropout(hf, head), 0.0),
-            **common_hf_fields(hf, head),
+            **decoder_fields(hf, head, ARCHITECTURES, 0.0, hf.get("attention_dropout") or 0.0),
         }
     )
 
@@ -144,47 +132,34 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "pad_token_id": config.pad_token_id,
         "attention_dropout": config.attention_dropout_rate,
         "classifier_dropout": config.classifier_dropout_rate,
-        **labels_to_hf(config),
     }
 
 
-def _layer_rules(config: ModelConfig, names: dict[str, str]) -> list[Rule]:
-    """Backbone rules given the foreign name of each lmforge piece (``{i}`` = layer)."""
-    rules = [rule("embeddings.token.weight", names["embed"]), rule("stack.final_norm.weight", names["norm"])]
-    for ours in (
-        "attn_norm",
-        "mlp_norm",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-        "attn.v_proj",
-        "attn.o_proj",
-    ):
-        rules.append(rule(f"stack.layers.{{i}}.{ours}.weight", names[ours]))
-    return rules
+# Each lmforge weight with its transformers and llama.cpp names ({i} = layer; q/k weights apart:
+# llama.cpp stores their rows permuted for its RoPE layout).
+_WEIGHT_NAMES: dict[str, tuple[str, str]] = {
+    "embeddings.token": ("embed_tokens", "token_embd"),
+    "stack.final_norm": ("norm", "output_norm"),
+    "stack.layers.{i}.attn_norm": ("layers.{i}.input_layernorm", "blk.{i}.attn_norm"),
+    "stack.layers.{i}.mlp_norm": ("layers.{i}.post_attention_layernorm", "blk.{i}.ffn_norm"),
+    **{
+        f"stack.layers.{{i}}.mlp.{p}_proj": (f"layers.{{i}}.mlp.{p}_proj", f"blk.{{i}}.ffn_{p}")
+        for p in ("gate", "up", "down")
+    },
+    "stack.layers.{i}.attn.v_proj": ("layers.{i}.self_attn.v_proj", "blk.{i}.attn_v"),
+    "stack.layers.{i}.attn.o_proj": ("layers.{i}.self_attn.o_proj", "blk.{i}.attn_output"),
+}
 
 
 def hf_rules(config: ModelConfig) -> list[Rule]:
-    names = {
-        "embed": "embed_tokens.weight",
-        "norm": "norm.weight",
-        "attn_norm": "layers.{i}.input_layernorm.weight",
-        "mlp_norm": "layers.{i}.post_attention_layernorm.weight",
-        **{f"mlp.{p}_proj": f"layers.{{i}}.mlp.{p}_proj.weight" for p in ("gate", "up", "down")},
-        **{f"attn.{p}_proj": f"layers.{{i}}.self_attn.{p}_proj.weight" for p in "vo"},
-    }
-    rules = _layer_rules(config, names)
-    for p in "qk":
-        rules.append(
-            rule(f"stack.layers.{{i}}.attn.{p}_proj.weight", f"layers.{{i}}.self_attn.{p}_proj.weight")
-        )
-    if config.attention_bias:
-        for p in "qkv":
-            rules.append(
-                rule(f"stack.layers.{{i}}.attn.{p}_proj.bias", f"layers.{{i}}.self_attn.{p}_proj.bias")
-            )
-    if config.attention_out_bias:
-        rules.append(rule("stack.layers.{i}.attn.o_proj.bias", "layers.{i}.self_attn.o_proj.bias"))
+    rules = [rule(f"{ours}.weight", f"{hf}.weight") for ours, (hf, _) in _WEIGHT_NAMES.items()]
+    attention = "layers.{i}.self_attn"
+    rules += [rule(f"stack.layers.{{i}}.attn.{p}_proj.weight", f"{attention}.{p}_proj.weight") for p in "qk"]
+    biases = [
+        *(["q", "k", "v"] if config.attention_bias else []),
+        *(["o"] if config.attention_out_bias else []),
+    ]
+    rules += [rule(f"stack.layers.{{i}}.attn.{p}_proj.bias", f"{attention}.{p}_proj.bias") for p in biases]
     if config.mlp_bias:
         for p in ("gate", "up", "down"):
             rules.append(rule(f"stack.layers.{{i}}.mlp.{p}_proj.bias", f"layers.{{i}}.mlp.{p}_proj.bias"))
@@ -195,19 +170,8 @@ def hf_rules(config: ModelConfig) -> list[Rule]:
 
 def gguf_rules(config: ModelConfig) -> list[Rule]:
     """llama.cpp tensor names; Q and K rows are stored permuted for its RoPE layout."""
-    names = {
-        "embed": "token_embd.weight",
-        "norm": "output_norm.weight",
-        "attn_norm": "blk.{i}.attn_norm.weight",
-        "mlp_norm": "blk.{i}.ffn_norm.weight",
-        "mlp.gate_proj": "blk.{i}.ffn_gate.weight",
-        "mlp.up_proj": "blk.{i}.ffn_up.weight",
-        "mlp.down_proj": "blk.{i}.ffn_down.weight",
-        "attn.v_proj": "blk.{i}.attn_v.weight",
-        "attn.o_proj": "blk.{i}.attn_output.weight",
-    }
     assert config.num_kv_heads is not None
-    rules = _layer_rules(config, names)
+    rules = [rule(f"{ours}.weight", f"{gguf}.weight") for ours, (_, gguf) in _WEIGHT_NAMES.items()]
     for p, heads in (("q", config.num_heads), ("k", config.num_kv_heads)):
         rules.append(
             rule(
@@ -255,13 +219,6 @@ def config_from_gguf(metadata: dict[str, Any], head: Head = "causal_lm") -> Mode
 
 
 SPEC = FamilySpec(
-    name="llama",
-    hf_model_type="llama",
-    hf_architectures=ARCHITECTURES,
-    hf_prefix=lambda head: {"base": "", "question_answering": "transformer."}.get(head, "model."),
-    presets=PRESETS,
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=hf_rules,
-    gguf_rules=gguf_rules,
-)
+    "llama", ARCHITECTURES, PRESETS, config_from_hf, config_to_hf, hf_rules, "model",
+    hf_head_bases={"question_answering": "transformer"}, gguf_rules=gguf_rules,
+)  # fmt: skip

@@ -7,15 +7,17 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError, UnsupportedError
-from lmforge.models.families import bert, gpt2, llama, t5
+from lmforge.models.families import bert, ernie, gpt2, gpt_neo, llama, t5
 from lmforge.models.families.spec import FamilySpec
 
 _SPECS: tuple[FamilySpec, ...] = (
     gpt2.SPEC,
+    gpt_neo.SPEC,
     llama.SPEC,
     bert.BERT_SPEC,
     bert.ROBERTA_SPEC,
     bert.ALBERT_SPEC,
+    ernie.SPEC,
     t5.SPEC,
 )
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in _SPECS}

@@ -23,33 +23,54 @@ from lmforge.models.io.convert import Rule, expand, rule
 class FamilySpec:
     """Everything lmforge needs to build, import and export one model family.
 
+    Built positionally in the order below (``FamilySpec("gpt2", ARCHITECTURES, PRESETS, ...)``).
+
     Attributes:
-        name: the ``ModelConfig.family`` value.
-        hf_model_type: ``model_type`` in a transformers ``config.json``.
+        name: the ``ModelConfig.family`` value; also the transformers ``model_type`` unless
+            ``hf_model_type`` says otherwise.
         hf_architectures: transformers class name for each supported head.
-        hf_prefix: attribute holding the base model inside a transformers head model, per head
-            (``""`` for the base model itself).
         presets: named configs (keyword arguments of :class:`ModelConfig`).
         config_from_hf: transformers config dict + head -> ModelConfig.
-        config_to_hf: ModelConfig -> transformers config dict (without ``architectures``).
+        config_to_hf: ModelConfig -> transformers config dict (without ``architectures`` and
+            the label maps, which :meth:`hf_config` adds).
         hf_rules: ModelConfig -> weight rules with ``{i}`` per layer, foreign names relative to
             the base model; head rules are prefixed with ``"/"`` to mark them absolute.
+        hf_base: attribute holding the base model inside a transformers head model (``"bert"``,
+            ``"transformer"``); ``""`` when head models hold their layers directly (T5).
+        hf_head_bases: heads whose class names the base model otherwise (Llama's QA model).
+        hf_model_type: ``model_type`` in a transformers ``config.json``; ``""``: ``name``.
         gguf_rules: like ``hf_rules`` for llama.cpp tensor names (families GGUF files hold).
         init_parameters: the family's own initialisation of a fresh model (model, config), or
             None for the core's GPT-2 / BERT style N(0, 0.02).
+        defaults: config fields the family implies when a saved config lacks them (written by
+            an lmforge from before the field existed, when the family hard-wired its value).
+        pooled_heads: heads whose transformers class has the pooler (dense + tanh), so that a
+            checkpoint loaded with one of them as a new head gets a pooler.
     """
 
     name: str
-    hf_model_type: str
     hf_architectures: dict[str, str]
-    hf_prefix: Callable[[str], str]
     presets: dict[str, dict[str, Any]]
     config_from_hf: Callable[[dict[str, Any], Head | None], ModelConfig]
     config_to_hf: Callable[[ModelConfig], dict[str, Any]]
     hf_rules: Callable[[ModelConfig], list[Rule]]
+    hf_base: str = ""
+    hf_head_bases: dict[str, str] = field(default_factory=dict)
+    hf_model_type: str = ""
     gguf_rules: Callable[[ModelConfig], list[Rule]] | None = None
     init_parameters: Callable[[nn.Module, ModelConfig], None] | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    pooled_heads: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.hf_model_type:
+            object.__setattr__(self, "hf_model_type", self.name)
+
+    def hf_prefix(self, head: str) -> str:
+        """Key prefix of the base model's weights in the transformers class of ``head``."""
+        base = self.hf_head_bases.get(head, self.hf_base)
+        return f"{base}." if base and head != "base" else ""
 
     def preset(self, name: str, **overrides: Any) -> ModelConfig:
         if name not in self.presets:
@@ -77,6 +98,7 @@ class FamilySpec:
         """
         return {
             "architectures": [self.hf_architectures[config.head]],
+            **labels_to_hf(config),
             **self.config_to_hf(config),
             "model_type": self.hf_model_type,
         }
@@ -148,3 +170,28 @@ def site_rate(rate: float, dropout: float) -> float | None:
     """A site's dropout rate as a config field: None (follow ``dropout``) when it is the same, so
     an imported config equals the one it was exported from."""
     return None if rate == dropout else float(rate)
+
+
+def decoder_fields(
+    hf: dict[str, Any],
+    head: Head | None,
+    architectures: dict[str, str],
+    dropout: float,
+    attention: float,
+    embedding: float | None = None,
+) -> dict[str, Any]:
+    """The ModelConfig fields transformers' decoders (GPT-2, GPT-Neo, Llama) read alike.
+
+    The head (``head``, else the one of the config's ``architectures``, else ``causal_lm``), its
+    label count, special token ids, and dropout rates per site: ``dropout`` on the residual
+    branches, ``attention`` on the probabilities, ``embedding`` after the embeddings (default
+    ``dropout``) and the generic heads' classifier dropout.
+    """
+    head = head or head_from_architectures(hf.get("architectures"), architectures, "causal_lm")
+    return {
+        "dropout": dropout,
+        "attention_dropout": site_rate(attention, dropout),
+        "embedding_dropout": site_rate(dropout if embedding is None else embedding, dropout),
+        "classifier_dropout": site_rate(generic_classifier_dropout(hf, head), dropout),
+        **common_hf_fields(hf, head),
+    }

@@ -40,6 +40,7 @@ _BASE: dict[str, Any] = {
     "decoder_start_token_id": 0,
     "mlp_dropout": True,  # T5DenseActDense: wo(dropout(act(wi(x))))
     "final_norm_dropout": True,  # T5Stack: dropout(final_layer_norm(x))
+    "scale_tied_lm_head": True,  # sequence_output * d_model**-0.5 before the tied lm_head
 }
 _V1_1: dict[str, Any] = {**_BASE, "activation": "gelu_tanh", "gated_mlp": True, "tie_embeddings": False}
 
@@ -221,13 +222,7 @@ def init_parameters(model: nn.Module, config: ModelConfig) -> None:
 
 
 SPEC = FamilySpec(
-    name="t5",
-    hf_model_type="t5",
-    hf_architectures=ARCHITECTURES,
-    hf_prefix=lambda head: "",
-    presets=PRESETS,
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    hf_rules=hf_rules,
-    init_parameters=init_parameters,
-)
+    "t5", ARCHITECTURES, PRESETS, config_from_hf, config_to_hf, hf_rules, init_parameters=init_parameters,
+    # Checkpoints saved before the field existed were T5 with the scaled tied head.
+    defaults={"scale_tied_lm_head": True},
+)  # fmt: skip

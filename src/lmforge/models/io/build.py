@@ -1,4 +1,5 @@
-"""What every loader shares: reading config and weight files, and building a checked model from them."""
+"""What every loader and saver shares: reading config and weight files, building a checked model
+from them, and writing a model directory whole."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import CheckpointError
-from lmforge.fileio import default_permissions
+from lmforge.fileio import atomic_replace_dir, default_permissions
+from lmforge.models.families.registry import family
 from lmforge.models.io.convert import Rule, import_weights
 from lmforge.models.model import TransformerModel
 from lmforge.tokenizers import Tokenizer
@@ -66,6 +68,61 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     default_permissions(path)
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a model directory: single or sharded safetensors, else ``pytorch_model.bin``
+    (older transformers saves)."""
+    if (path / WEIGHTS_NAME).is_file():
+        return read_safetensors(path / WEIGHTS_NAME)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        weights: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            weights.update(read_safetensors(path / shard))
+        return weights
+    bin_file = path / "pytorch_model.bin"
+    if bin_file.is_file():
+        try:
+            state = torch.load(bin_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt or unsafe pickles
+            raise CheckpointError(f"{bin_file}: cannot load ({type(exc).__name__}: {exc})") from None
+        return dict(state)
+    raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def write_model_files(
+    directory: Path,
+    weights: dict[str, torch.Tensor],
+    config_json: dict[str, Any],
+    tokenizer: Tokenizer | None,
+) -> None:
+    """Write weights, ``config.json`` and the tokenizer files into the existing ``directory``."""
+    save_tensors(weights, directory / WEIGHTS_NAME)
+    (directory / CONFIG_NAME).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+    if tokenizer is not None:
+        tokenizer.save(directory)
+
+
+def save_model_dir(
+    path: str | Path,
+    weights: dict[str, torch.Tensor],
+    config_json: dict[str, Any],
+    tokenizer: Tokenizer | None,
+) -> Path:
+    """Write a model directory at ``path``, replacing whatever was there as a whole.
+
+    The directory is built in a temporary sibling and swapped in
+    (:func:`lmforge.fileio.atomic_replace_dir`): no file of an earlier model at ``path`` survives
+    (an old ``calibrator.json`` or tokenizer file would otherwise describe the new model), and a
+    crash leaves the previous model or the new one, never a mix. A non-empty directory without
+    ``config.json`` is refused (:class:`CheckpointError`) rather than replaced.
+    """
+    check_replaceable(Path(path))
+    return atomic_replace_dir(
+        path, lambda directory: write_model_files(directory, weights, config_json, tokenizer)
+    )
+
+
 def check_replaceable(path: Path) -> None:
     """Refuse to save over a directory that holds something other than a model: saving replaces
     the whole directory, and a folder of other files (``~/models``) must not vanish with it."""
@@ -99,6 +156,20 @@ def build_model(
     return model
 
 
+def loaded_model(
+    path: Path,
+    config: ModelConfig,
+    rules: list[Rule],
+    prefixes: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+) -> LoadedModel:
+    """The model directory ``path`` (weights mapped through ``rules``) with its tokenizer."""
+    single = path / WEIGHTS_NAME
+    source = str(single if single.is_file() else path)  # errors name the weights file when there is one
+    model = build_model(config, read_weights(path), rules, source, prefixes, optional)
+    return LoadedModel(model, tokenizer_from_dir(path), config, str(path))
+
+
 def head_overrides(
     config: ModelConfig, head: Head | None, num_labels: int | None
 ) -> tuple[ModelConfig, tuple[str, ...]]:
@@ -111,10 +182,7 @@ def head_overrides(
     if not changes:
         return config, ()
     optional = ("classifier.",) if "head" not in changes else _HEAD_PARAMS
-    if config.family in ("bert", "albert") and changes.get("head") in (
-        "sequence_classification",
-        "pretraining",
-    ):
+    if changes.get("head") in family(config.family).pooled_heads:
         changes["pooler"] = True
     return config.replace(**changes), optional
 

@@ -8,7 +8,6 @@ transformers directories (:mod:`~lmforge.models.io.hf`), GGUF files
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,17 @@ import torch
 from lmforge.assets import asset_path, get_asset, list_assets
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import CheckpointError, LmforgeError
-from lmforge.fileio import atomic_replace_dir, interrupted_replace
+from lmforge.fileio import interrupted_replace
+from lmforge.models.families.registry import FAMILIES, family
 from lmforge.models.io.build import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     LoadedModel,
-    build_model,
-    check_replaceable,
     head_overrides,
+    loaded_model,
     read_json,
-    read_safetensors,
-    save_tensors,
-    tokenizer_from_dir,
+    save_model_dir,
+    write_model_files,
 )
 from lmforge.models.io.convert import Rule, rule
 from lmforge.models.io.gguf import load_gguf
@@ -95,12 +93,12 @@ def _resolve(name_or_path: str | Path) -> Path:
 
 
 def _load_lmforge(path: Path, raw: dict[str, Any], head: Head | None, num_labels: int | None) -> LoadedModel:
-    config = ModelConfig.from_dict(raw["lmforge"], source=str(path / CONFIG_NAME))
+    saved = raw["lmforge"]
+    # A field the saved config lacks (an older lmforge wrote it) takes the value its family implied then.
+    defaults = family(saved["family"]).defaults if saved.get("family") in FAMILIES else {}
+    config = ModelConfig.from_dict({**defaults, **saved}, source=str(path / CONFIG_NAME))
     config, optional = head_overrides(config, head, num_labels)
-    weights = read_safetensors(path / WEIGHTS_NAME)
-    rules = _identity_rules(config)
-    model = build_model(config, weights, rules, str(path / WEIGHTS_NAME), ("",), optional)
-    return LoadedModel(model, tokenizer_from_dir(path), config, str(path))
+    return loaded_model(path, config, _identity_rules(config), ("",), optional)
 
 
 def _identity_rules(config: ModelConfig) -> list[Rule]:
@@ -114,13 +112,11 @@ def save(model: TransformerModel, path: str | Path, tokenizer: Tokenizer | None 
     """Write an lmforge checkpoint directory at ``path``, replacing whatever was there as a whole.
 
     The checkpoint is built in a temporary sibling directory and swapped in
-    (:func:`lmforge.fileio.atomic_replace_dir`): no file of an earlier checkpoint at ``path``
-    survives (an old ``calibrator.json`` or tokenizer file would otherwise describe the new
-    model), and a crash leaves the previous checkpoint or the new one, never a mix. A non-empty
+    (:func:`~lmforge.models.io.build.save_model_dir`): no file of an earlier checkpoint at ``path``
+    survives and a crash leaves the previous checkpoint or the new one, never a mix. A non-empty
     directory without ``config.json`` is refused (:class:`CheckpointError`) rather than replaced.
     """
-    check_replaceable(Path(path))
-    return atomic_replace_dir(path, lambda directory: write_checkpoint(model, directory, tokenizer))
+    return save_model_dir(path, _state(model), _config_json(model), tokenizer)
 
 
 def write_checkpoint(model: TransformerModel, directory: Path, tokenizer: Tokenizer | None = None) -> None:
@@ -129,11 +125,15 @@ def write_checkpoint(model: TransformerModel, directory: Path, tokenizer: Tokeni
     For writers that compose a larger directory and swap it in themselves (training checkpoints
     add ``trainer.pt`` and RNG states); everyone else calls :func:`save`.
     """
-    state = model.state_dict()
+    write_model_files(directory, _state(model), _config_json(model), tokenizer)
+
+
+def _state(model: TransformerModel) -> dict[str, torch.Tensor]:
+    state = dict(model.state_dict())
     if model.config.tie_embeddings:
         state.pop("lm_head.decoder.weight", None)
-    save_tensors(dict(state), directory / WEIGHTS_NAME)
-    payload = {"lmforge": model.config.to_dict(), "lmforge_version": __version__}
-    (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if tokenizer is not None:
-        tokenizer.save(directory)
+    return state
+
+
+def _config_json(model: TransformerModel) -> dict[str, Any]:
+    return {"lmforge": model.config.to_dict(), "lmforge_version": __version__}

@@ -49,6 +49,16 @@ def rule(
     return Rule((ours,) if isinstance(ours, str) else ours, theirs, to_ours, to_theirs)
 
 
+def weight_bias(
+    ours: str, theirs: str, to_ours: Transform = _identity, to_theirs: Transform = _identity
+) -> list[Rule]:
+    """The weight (through ``to_ours`` / ``to_theirs``) and bias rules of one Linear or LayerNorm."""
+    return [
+        rule(f"{ours}.weight", f"{theirs}.weight", to_ours, to_theirs),
+        rule(f"{ours}.bias", f"{theirs}.bias"),
+    ]
+
+
 def expand(rules: Iterable[Rule], num_layers: int) -> list[Rule]:
     """Replace ``{i}`` with each layer index."""
     out: list[Rule] = []
