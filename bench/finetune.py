@@ -109,15 +109,15 @@ def _examples(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, list[dict[
 
 def _time_lmforge_steps(alternator: Alternator) -> None:
     """Hand the baton on after each lmforge optimizer step (the loop logs one train record per step)."""
-    import lmforge.train.finetune as finetune
+    import lmforge.train.loop as loop
 
-    class TimedLog(finetune.MetricsLog):
+    class TimedLog(loop.MetricsLog):
         def write(self, record: dict[str, Any]) -> None:
             super().write(record)
             if record.get("kind") == "train":  # each loop runs in a thread named after it
                 alternator.step_done(threading.current_thread().name)
 
-    finetune.MetricsLog = TimedLog  # type: ignore[misc]
+    loop.MetricsLog = TimedLog  # type: ignore[misc]
 
 
 def _run_lmforge(
@@ -132,7 +132,7 @@ def _run_lmforge(
     config = finetune.FinetuneConfig(
         max_length=args.max_length, batch_size=args.batch, max_steps=args.warmup + args.steps,
         optim=OptimConfig(lr=5e-5, schedule="linear", min_lr_ratio=0.0, weight_decay=0.01, clip_grad_norm=1.0),
-        warmup_ratio=0.06, threads=args.threads, progress=False, length_groups=groups,
+        warmup_ratio=0.06, threads=args.threads, progress=False, length_groups=groups, keep_last=0,
     )  # fmt: skip
     alternator.start(name)
     try:

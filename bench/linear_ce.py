@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from lmforge.train.losses import linear_cross_entropy
+from lmforge.tasks.losses import linear_cross_entropy
 
 
 def main() -> None:

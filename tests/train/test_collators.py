@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 from pretrain_utils import CLS, EOS, MASK, PAD, SEP, SPECIALS, VOCAB, MemoryCorpus
 
-from lmforge.train.collators import (
-    IGNORE_INDEX,
-    concat_documents,
-    mask_tokens,
-    noise_mask,
-    pair_anchors,
-    sentence_pairs,
-    span_corrupt,
-    span_corruption_lengths,
-    word_ids,
-    word_starts_from_vocab,
-)
+from lmforge.tasks.corpus import concat_documents, word_starts_from_vocab
+from lmforge.tasks.masked_lm import mask_tokens, pair_anchors, sentence_pairs, word_ids
+from lmforge.tasks.sources import IGNORE_INDEX
+from lmforge.tasks.span_corruption import noise_mask, span_corrupt, span_corruption_lengths
 
 
 def _batch(rows: int = 512, length: int = 128, seed: int = 0) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_causal_lm_learns_the_pattern(tmp_path: Path) -> None:
 def test_shuffled_context_permutes_inner_tokens_with_their_labels() -> None:
     import numpy as np
 
-    from lmforge.train.objectives import shuffled_context
+    from lmforge.tasks.masked_lm import shuffled_context
 
     ids = np.array([[2, 10, 11, 12, 13, 14, 3, 0, 0], [2, 20, 21, 22, 23, 24, 25, 26, 3]])
     labels = np.where(ids == 12, 12, -100)

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from lmforge.models import TransformerModel, preset_config
-from lmforge.tasks.sources import ClassifierLoss, TaskSource, to_tensors
-from lmforge.train.collators import IGNORE_INDEX
+from lmforge.tasks.sources import IGNORE_INDEX, ClassifierLoss, TaskSource, to_tensors
 from lmforge.train.length_groups import length_grouped_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

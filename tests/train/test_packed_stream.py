@@ -13,9 +13,10 @@ import pytest
 from pretrain_utils import SPECIALS, VOCAB, MemoryCorpus
 
 from lmforge.data.dataset import FORMAT_NAME, FORMAT_VERSION, TokenDataset, split_files
-from lmforge.train.collators import Corpus, PackedStream, concat_documents
-from lmforge.train.config import ObjectiveConfig
-from lmforge.train.objectives import CausalLMSource, MaskedLMSource, SpanCorruptionSource
+from lmforge.tasks.causal_pretraining import CausalLMSource
+from lmforge.tasks.corpus import Corpus, ObjectiveConfig, PackedStream, concat_documents
+from lmforge.tasks.masked_lm import MaskedLMSource
+from lmforge.tasks.span_corruption import SpanCorruptionSource
 
 HERE = Path(__file__).resolve().parent
 

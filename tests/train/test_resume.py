@@ -17,8 +17,9 @@ from safetensors.torch import load_file
 
 import lmforge
 from lmforge.errors import ConfigError
-from lmforge.train import Trainer, load_config, pretrain
+from lmforge.train import load_config, pretrain
 from lmforge.train.checkpoint import list_checkpoints
+from lmforge.train.loop import TrainingLoop
 
 HERE = Path(__file__).parent
 # Dropout makes the torch RNG matter; eval and checkpoints interleave with training.
@@ -36,19 +37,19 @@ def test_interrupted_and_resumed_run_repeats_losses(tmp_path: Path, monkeypatch:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     pretrain(load_config(None, RESUMABLE), straight, data=memory_data())
 
-    original = Trainer.train_step
+    original = TrainingLoop.train_step
 
-    def crash_at_six(self: Trainer, step: int) -> dict[str, float]:
+    def crash_at_six(self: TrainingLoop, step: int) -> dict[str, float]:
         if step == 5:  # after the step-3 checkpoint and the step-4 evaluation
             raise KeyboardInterrupt
         return original(self, step)
 
-    monkeypatch.setattr(Trainer, "train_step", crash_at_six)
+    monkeypatch.setattr(TrainingLoop, "train_step", crash_at_six)
     with pytest.raises(KeyboardInterrupt):
         pretrain(load_config(None, RESUMABLE), broken, data=memory_data())
     assert [p.name for p in list_checkpoints(broken)] == ["step-00000003"]
     assert len(train_losses(broken)) == 5
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(TrainingLoop, "train_step", original)
     (broken / "checkpoints" / ".tmp-step-00000006").mkdir()  # leftover of a save cut short: ignored
 
     report = pretrain(load_config(None, RESUMABLE), broken, data=memory_data(), resume=True)

@@ -27,6 +27,7 @@ from lmforge.cli.options import (
     recipe_defaults,
     task_data_config,
 )
+from lmforge.errors import ConfigError
 from lmforge.fileio import check_output_dir
 
 
@@ -93,6 +94,24 @@ def finetune_cmd(
     eval_every: Annotated[
         int | None, typer.Option("--eval-every", help="Steps between evals (1 epoch).")
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option("--checkpoint-every", help="Steps between resumable checkpoints (each eval)."),
+    ] = None,
+    keep_last: Annotated[
+        int, typer.Option("--keep-last", help="Checkpoints kept in RUN/checkpoints (0: none, no --resume).")
+    ] = 2,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
+    ] = False,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="With --resume, accept changed optimizer settings (--lr, schedule, warmup, layer decay), "
+            "precision, length groups.",
+        ),
+    ] = False,
     cv: Annotated[
         int | None, typer.Option("--cv", help="Stratified K-fold cross-validation instead.")
     ] = None,
@@ -151,7 +170,7 @@ def finetune_cmd(
         resample=resample, length_groups=length_groups,  # type: ignore[arg-type]
         lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_targets=tuple(comma_list(lora_targets)),
-        eval_every=eval_every,
+        eval_every=eval_every, checkpoint_every=checkpoint_every, keep_last=keep_last,
         metric=metric or chosen.default_metric,
         max_target_length=max_target_length, eval_limit=eval_limit,
         patience=patience, dropout=dropout, seed=seed, threads=threads, precision=precision,  # type: ignore[arg-type]
@@ -163,6 +182,8 @@ def finetune_cmd(
     data_config = task_data_config(text_column, label_column, text_pair_column, on_error, limit)
     data_config = replace(data_config, source_column=source_column, target_column=target_column)
     if cv is not None:
+        if resume:
+            raise ConfigError("--resume continues one run; it does not apply to --cv")
         validate_cross_validation(cv)
         summary = run_cross_validation(model, data, out, config, cv, data_config)
         table = Table("metric", "mean", "std")
@@ -172,7 +193,10 @@ def finetune_cmd(
         console.print(f"{cv}-fold cross-validation -> [bold]{out / 'cv.json'}[/bold]")
         return
     augmenters = back_translators(augment_model, augment_prefixes)
-    report = run_finetune(model, data, out, config, validation, data_config, augmenters=augmenters)
+    report = run_finetune(
+        model, data, out, config, validation, data_config, augmenters=augmenters, resume=resume,
+        allow_config_change=allow_config_change,
+    )  # fmt: skip
     best = report.get("best") or {}
     shown = "  ".join(
         f"{k} {best[k]:.4f}"

@@ -76,7 +76,7 @@ class LMHead(nn.Module):
 
     def features(self, hidden: Tensor) -> Tensor:
         """What the vocabulary projection sees: (..., H) -> (..., E); training fuses the projection
-        with the loss (``lmforge.train.losses``)."""
+        with the loss (``lmforge.tasks.losses``)."""
         if self.transform:
             hidden = self.norm(self.act(self.dense(hidden)))
         if self.scale != 1.0:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 from lmforge.config import Head
 from lmforge.data import TaskDataConfig, load_task_data
@@ -37,6 +36,11 @@ __all__ = [
     "task_names",
 ]
 
+#: The references of a split (:attr:`TaskSplit.references`) and its class or tag names.
+References = Sequence[Any]
+LabelNames = Sequence[str] | None
+#: ``(metrics, arrays)``: what :meth:`Task.metrics` reports and what an evaluation folder saves.
+Scores = tuple[dict[str, Any], dict[str, Any]]
 #: Metrics for which a smaller value is better (early stopping, best checkpoint).
 LOWER_IS_BETTER = ("loss", "log_loss", "val_loss", "perplexity", "nll_per_token", "bits_per_token")
 
@@ -160,8 +164,10 @@ class Task:
         """The module whose ``forward(batch)`` returns ``(mean loss, logits)``."""
         raise NotImplementedError
 
-    def class_weights(self, train: TaskSplit, num_labels: int) -> np.ndarray | None:
-        """Cross-entropy weights of the loss (also the length-group denominators), if any."""
+    def class_weights(self, train: TaskSplit, num_labels: int) -> Tensor | None:
+        """Balanced cross-entropy weights [C] of the training split (``--class-weights balanced``),
+        for tasks that support them; :meth:`loss` computes them once and its module keeps them as
+        ``class_weights`` (the loop weighs length groups with the same)."""
         return None
 
     # -- prediction and metrics ------------------------------------------------------------------
@@ -175,14 +181,9 @@ class Task:
         return {}
 
     def metrics(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
-        *,
-        validation: bool = False,
+        self, outputs: Any, references: References, label_names: LabelNames = None, *, validation: bool = False,
         **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> Scores:  # fmt: skip
         """``(metrics, arrays)`` of outputs against references; ``validation``: the cheaper set run
         during training; ``arrays``: what the evaluation folder saves (logits, labels); ``options``
         are the evaluation stage's metric settings, each task reading those that concern it."""
@@ -191,14 +192,8 @@ class Task:
         return self.score(outputs, references, label_names, validation=validation, **options)
 
     def score(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None,
-        *,
-        validation: bool,
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self, outputs: Any, references: References, names: LabelNames, *, validation: bool, **options: Any
+    ) -> Scores:
         """:meth:`metrics` once ``outputs`` are known to be there."""
         raise NotImplementedError
 

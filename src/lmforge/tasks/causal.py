@@ -40,7 +40,7 @@ from lmforge.data import ChatData, LMData
 from lmforge.errors import ConfigError
 from lmforge.metrics.generation import perplexity_metrics
 from lmforge.models import TransformerModel
-from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.base import LabelNames, References, Scores, Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import IGNORE_INDEX, TaskSource, pad_id
 from lmforge.tokenizers import Tokenizer
 
@@ -323,14 +323,8 @@ class LMTask(Task):
         return predict_causal(model, split.source, min(batch_size, self.predict_batch_size or batch_size))
 
     def score(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None,
-        *,
-        validation: bool,
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self, outputs: Any, references: References, names: LabelNames, *, validation: bool, **options: Any
+    ) -> Scores:
         return perplexity_metrics(outputs, references), {}
 
     def report_fields(

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lmforge.data import ClassificationData
 from lmforge.errors import ConfigError, EvaluationError
 from lmforge.metrics.calibration import as_numpy, probs_from_logits
 from lmforge.metrics.classification import classification_metrics, multilabel_metrics
 from lmforge.models import TransformerModel
-from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.base import LabelNames, References, Scores, Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import ClassifierLoss, TaskSource, balanced_class_weights, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer
 
@@ -137,21 +137,10 @@ class ClassificationTask(Task):
     length_groups = True
     target_key = "labels"
     validation_metrics = (
-        "loss",
-        "accuracy",
-        "log_loss",
-        "macro_f1",
-        "macro_precision",
-        "macro_recall",
-        "micro_f1",
-        "micro_precision",
-        "micro_recall",
-        "weighted_f1",
-        "weighted_precision",
-        "weighted_recall",
-        "roc_auc",
+        "loss", "accuracy", "log_loss", "macro_f1", "macro_precision", "macro_recall", "micro_f1",
+        "micro_precision", "micro_recall", "weighted_f1", "weighted_precision", "weighted_recall", "roc_auc",
         "pr_auc",
-    )
+    )  # fmt: skip
 
     def read(self, source: Any, split: str, config: Any) -> ClassificationData:
         data = super().read(source, split, config)
@@ -181,15 +170,14 @@ class ClassificationTask(Task):
         labels = [int(label) for label in data.labels]
         return TaskSplit(TaskSource(encoded, labels, pad_id(tokenizer), seed), labels)
 
-    def class_weights(self, train: TaskSplit, num_labels: int) -> np.ndarray | None:
-        return balanced_class_weights(train.references, num_labels).numpy()
+    def class_weights(self, train: TaskSplit, num_labels: int) -> Tensor:
+        return balanced_class_weights(train.references, num_labels)
 
     def loss(
         self, model: TransformerModel, settings: TaskSettings, train: TaskSplit, num_labels: int
     ) -> nn.Module:
-        weights = None
-        if settings.class_weights == "balanced":
-            weights = balanced_class_weights(train.references, num_labels)
+        balanced = settings.class_weights == "balanced"
+        weights = self.class_weights(train, num_labels) if balanced else None
         return ClassifierLoss(model, False, weights, settings.label_smoothing)
 
     def predict(self, model: TransformerModel, split: TaskSplit, batch_size: int = 64) -> tuple[Any, float]:
@@ -197,17 +185,9 @@ class ClassificationTask(Task):
         return predict_logits(model, ClassifierLoss(model), split.source, batch_size)
 
     def metrics(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None = None,
-        *,
-        validation: bool = False,
-        logits: Any = None,
-        multi_label: bool = False,
-        threshold: float = 0.5,
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self, outputs: Any, references: References, label_names: LabelNames = None, *, validation: bool = False,
+        logits: Any = None, multi_label: bool = False, threshold: float = 0.5, **options: Any,
+    ) -> Scores:  # fmt: skip
         """``outputs``: class predictions (indices or names), or ``None`` with ``logits`` [N, C];
         model predictions (:meth:`predict`) are logits, recognised by their 2-D float shape."""
         if logits is None and outputs is not None and np.ndim(outputs) == 2:

@@ -38,7 +38,7 @@ from lmforge.fileio import atomic_write_text
 from lmforge.metrics.qa import squad_metrics
 from lmforge.models import TransformerModel
 from lmforge.models.io.checkpoint import LoadedModel
-from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.base import LabelNames, References, Scores, Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import TaskSource, model_inputs, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer
 
@@ -360,18 +360,9 @@ class QATask(Task):
     default_metric = "f1"
     augmentable = False
     validation_metrics = (
-        "loss",
-        "exact_match",
-        "f1",
-        "has_answer_exact",
-        "has_answer_f1",
-        "no_answer_exact",
-        "no_answer_f1",
-        "HasAns_exact",
-        "HasAns_f1",
-        "NoAns_exact",
-        "NoAns_f1",
-    )
+        "loss", "exact_match", "f1", "has_answer_exact", "has_answer_f1", "no_answer_exact", "no_answer_f1",
+        "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1",
+    )  # fmt: skip
 
     def read(self, source: Any, split: str, config: Any) -> QAData:
         data = super().read(source, split, config)
@@ -430,14 +421,8 @@ class QATask(Task):
         }
 
     def score(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None,
-        *,
-        validation: bool,
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self, outputs: Any, references: References, names: LabelNames, *, validation: bool, **options: Any
+    ) -> Scores:
         return squad_metrics(list(outputs), list(references)), {}
 
     def write_outputs(self, out_dir: Path, result: dict[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from lmforge.metrics.generation import generation_metrics
 from lmforge.metrics.seq2seq import seq2seq_metrics
 from lmforge.models import TransformerModel, shift_right
 from lmforge.models.io.checkpoint import LoadedModel
-from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.base import LabelNames, References, Scores, Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import IGNORE_INDEX, TaskSource, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer
 
@@ -381,18 +381,10 @@ class Seq2SeqTask(Task):
         }
 
     def score(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None,
-        *,
-        validation: bool,
-        target_language: str | None = None,
-        generation: Sequence[str] | None = None,
-        bleu_tokenize: str | None = None,
-        rouge_tokenizer: str = "default",
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self, outputs: Any, references: References, names: LabelNames, *, validation: bool,
+        target_language: str | None = None, generation: Sequence[str] | None = None,
+        bleu_tokenize: str | None = None, rouge_tokenizer: str = "default", **options: Any,
+    ) -> Scores:  # fmt: skip
         """BLEU / chrF with the tokenizer the target language needs, plus ROUGE and METEOR for
         English targets except during validation (they would slow every one); ``generation`` /
         ``bleu_tokenize`` choose the metrics and BLEU tokenizer explicitly instead."""

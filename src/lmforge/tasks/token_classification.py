@@ -21,7 +21,7 @@ from lmforge.errors import ConfigError, EvaluationError
 from lmforge.metrics.calibration import as_numpy
 from lmforge.metrics.sequence import entity_metrics
 from lmforge.models import TransformerModel
-from lmforge.tasks.base import Task, TaskSettings, TaskSplit, register_task
+from lmforge.tasks.base import LabelNames, References, Scores, Task, TaskSettings, TaskSplit, register_task
 from lmforge.tasks.sources import IGNORE_INDEX, ClassifierLoss, TaskSource, pad_id, to_tensors
 from lmforge.tokenizers import Tokenizer
 
@@ -167,18 +167,9 @@ class TokenClassificationTask(Task):
     length_groups = True
     target_key = "token_labels"
     validation_metrics = (
-        "loss",
-        "entity_f1",
-        "entity_precision",
-        "entity_recall",
-        "token_accuracy",
-        "macro_f1",
-        "macro_precision",
-        "macro_recall",
-        "weighted_f1",
-        "weighted_precision",
-        "weighted_recall",
-    )
+        "loss", "entity_f1", "entity_precision", "entity_recall", "token_accuracy", "macro_f1",
+        "macro_precision", "macro_recall", "weighted_f1", "weighted_precision", "weighted_recall",
+    )  # fmt: skip
 
     def label_names(self, data: TokenClassificationData) -> list[str]:
         return list(data.label_names)
@@ -214,15 +205,9 @@ class TokenClassificationTask(Task):
         return predict_word_tags(model, split, batch_size)
 
     def score(
-        self,
-        outputs: Any,
-        references: Sequence[Any],
-        label_names: Sequence[str] | None,
-        *,
-        validation: bool,
-        **options: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return token_classification_scores(outputs, references, label_names), {}
+        self, outputs: Any, references: References, names: LabelNames, *, validation: bool, **options: Any
+    ) -> Scores:
+        return token_classification_scores(outputs, references, names), {}
 
 
 register_task(TokenClassificationTask())

@@ -1,5 +1,6 @@
-"""Training stage: pretraining objectives (causal LM, masked LM + NSP/SOP, T5 span corruption)
-over one loop, and the pieces fine-tuning reuses (optimizer, schedules, metrics, example sources).
+"""Training stage: one loop (:mod:`lmforge.train.loop`) that pretraining (the objectives of
+:mod:`lmforge.tasks.pretraining`: causal LM, masked LM + NSP/SOP, T5 span corruption) and
+fine-tuning (every task of :mod:`lmforge.tasks`) run through, with checkpoints and exact resume.
 
 Example:
     >>> from lmforge.train import load_config, pretrain
@@ -8,8 +9,9 @@ Example:
     >>> report["final_val_loss"], report["tokens_per_second"]  # doctest: +SKIP
 """
 
+from lmforge.tasks.corpus import SpecialIds
+from lmforge.tasks.pretraining import PretrainingLoss
 from lmforge.train.build import DataBundle
-from lmforge.train.collators import SpecialIds
 from lmforge.train.config import (
     DataConfig,
     ModelSection,
@@ -18,7 +20,6 @@ from lmforge.train.config import (
     TrainConfig,
     load_config,
 )
-from lmforge.train.objectives import PretrainingLoss
 from lmforge.train.trainer import Trainer, pretrain
 
 __all__ = [

@@ -10,10 +10,10 @@ import numpy as np
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.models import preset_config
+from lmforge.tasks.corpus import Corpus, CorpusSource, SpecialIds, word_starts_from_vocab
+from lmforge.tasks.pretraining import get_objective
 from lmforge.tokenizers import Tokenizer
-from lmforge.train.collators import Corpus, SpecialIds, word_starts_from_vocab
 from lmforge.train.config import TrainConfig
-from lmforge.train.objectives import SOURCES, ExampleSource, model_head, num_sentinels_needed
 
 _ROLES = ("pad", "eos", "bos", "unk", "cls", "sep", "mask")
 
@@ -74,8 +74,8 @@ def resolve_specials(data: DataBundle, config: TrainConfig) -> tuple[SpecialIds,
         others = tuple(sorted(i for i, token in added.items() if token.special))
     sentinels: tuple[int, ...] = ()
     model_vocab = max([vocab, *(i + 1 for i in ids.values() if i is not None)])
-    if config.objective.kind == "span_corruption":
-        count = num_sentinels_needed(config.objective)
+    count = get_objective(config.objective.kind).num_sentinels(config.objective)
+    if count:
         found = (
             [data.tokenizer.backend.token_to_id(f"<extra_id_{k}>") for k in range(count)]
             if data.tokenizer
@@ -95,15 +95,15 @@ def model_config(config: TrainConfig, specials: SpecialIds, model_vocab: int) ->
     """The model to train: the preset, the objective's head, the data's vocabulary, then overrides."""
     section = config.model
     multiple = section.vocab_multiple
+    objective = get_objective(config.objective.kind)
     fields: dict[str, Any] = {
-        "head": model_head(config.objective),
+        "head": objective.head(config.objective),
         "vocab_size": -(-model_vocab // multiple) * multiple,
         "pad_token_id": specials.pad,
         "bos_token_id": specials.bos if specials.bos is not None else specials.cls,
         "eos_token_id": specials.eos if specials.eos is not None else specials.sep,
     }
-    if config.objective.kind == "span_corruption":
-        fields["decoder_start_token_id"] = specials.pad if specials.pad is not None else 0
+    fields.update(objective.model_fields(specials))
     # NSP / SOP classify the pooled first token; masked LM alone has no use for a pooler (an
     # unused parameter would also stall DDP's gradient reduction).
     fields["pooler"] = fields["head"] == "pretraining"
@@ -128,15 +128,15 @@ def model_config(config: TrainConfig, specials: SpecialIds, model_vocab: int) ->
 
 def example_sources(
     data: DataBundle, config: TrainConfig, specials: SpecialIds
-) -> tuple[ExampleSource, ExampleSource]:
+) -> tuple[CorpusSource, CorpusSource]:
     """Training and validation example sources for the configured objective."""
     objective = config.objective
     word_table = None
     if objective.whole_word_masking and data.tokenizer is not None:
         word_table = word_starts_from_vocab(data.tokenizer.backend.get_vocab(), max(data.vocab_size, 1))
-    cls = SOURCES[objective.kind]
-    train = cls(data.train, objective, specials, config.seed, word_table=word_table)
-    validation = cls(data.validation, objective, specials, config.seed, word_table=word_table)
+    train, validation = get_objective(objective.kind).sources(
+        data.train, data.validation, objective, specials, config.seed, word_table
+    )
     if train.num_examples == 0:
         raise ConfigError(
             f"{data.source}: the training split yields no {objective.kind} examples of "

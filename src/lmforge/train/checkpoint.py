@@ -1,8 +1,8 @@
 """Resumable training checkpoints: complete-or-absent directories, keep-last-N, exact RNG restore.
 
 ``RUN/checkpoints/step-00000100/`` holds an lmforge model checkpoint (``lmforge.load`` reads it)
-plus ``trainer.pt`` (optimizer, loss scaler, step, best validation loss), one ``rng-<rank>.pt``
-per process (python, numpy and torch generator states), ``run_state.json`` (the settings the run
+plus ``trainer.pt`` (optimizer, loss scaler, step, the loop's best / patience / throughput
+state), one ``rng-<rank>.pt`` per process (python, numpy and torch generator states), ``run_state.json`` (the settings the run
 had at that step) and, written last, ``manifest.json`` (size and SHA-256 of every other file).
 The directory is built under a temporary name, every file fsynced, then renamed, so a run killed
 at any moment (even ``kill -9`` or a power cut) leaves only whole checkpoints; :func:`latest`
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import struct
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_write_text
+from lmforge.fileio import atomic_write_text, fsync_tree, replace_dir
 from lmforge.models import TransformerModel
 from lmforge.models.io.checkpoint import WEIGHTS_NAME, save, write_checkpoint
 from lmforge.tokenizers import Tokenizer
@@ -204,17 +203,9 @@ def save_checkpoint(
     if runtime.is_main:
         # Data before the marker, the marker before the rename: after a power cut the manifest
         # never describes bytes that did not reach the disk.
-        _fsync_files(tmp)
+        fsync_tree(tmp)
         write_manifest(tmp, step)
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. final save right after a periodic one)
-            old = final.parent / f"{_TMP}old-{final.name}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        replace_dir(tmp, final)  # fsyncs, swaps in whole (the same step saved again replaces it)
         older = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) < step]
         for stale in older[: max(0, len(older) - (keep_last - 1))]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -224,15 +215,6 @@ def save_checkpoint(
 
 # ---------------------------------------------------------------------------------------------
 # Completeness: fsync, manifest, verification
-
-
-def _fsync_files(directory: Path) -> None:
-    for path in sorted(directory.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as file:
-                os.fsync(file.fileno())
-        elif path.is_dir():
-            _fsync_dir(path)
 
 
 def _sha256(path: Path) -> str:
@@ -314,14 +296,6 @@ def read_run_state(path: Path) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     return dict(json.loads(file.read_text(encoding="utf-8")))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(

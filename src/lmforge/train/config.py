@@ -21,9 +21,8 @@ import yaml
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-
-ObjectiveKind = Literal["causal_lm", "masked_lm", "span_corruption"]
-SentenceTask = Literal["none", "nsp", "sop"]
+from lmforge.tasks.corpus import ObjectiveConfig
+from lmforge.tasks.pretraining import get_objective
 
 
 @dataclass
@@ -41,35 +40,6 @@ class ModelSection:
     preset: str = "gpt2-tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     vocab_multiple: int = 1
-
-
-@dataclass
-class ObjectiveConfig:
-    """What the model learns to predict.
-
-    Attributes:
-        kind: ``causal_lm`` (next token over packed blocks), ``masked_lm`` (BERT / RoBERTa /
-            ALBERT), or ``span_corruption`` (T5).
-        seq_len: tokens per example (encoder input length for span corruption).
-        mask_probability: share of (non-special) tokens or words selected for MLM prediction.
-        mask_replace: share of selected tokens replaced by the mask token ...
-        random_replace: ... by a random token; the rest stay unchanged (80/10/10).
-        whole_word_masking: select whole words (data word starts, else ``##`` / ``Ġ`` pieces).
-        sentence_task: ``nsp`` (BERT: real next vs random), ``sop`` (ALBERT: order swapped) or
-            ``none`` (RoBERTa: full packed sequences, MLM only).
-        noise_density: share of tokens corrupted by span corruption.
-        mean_span_length: mean length of a corrupted span.
-    """
-
-    kind: ObjectiveKind = "causal_lm"
-    seq_len: int = 128
-    mask_probability: float = 0.15
-    mask_replace: float = 0.8
-    random_replace: float = 0.1
-    whole_word_masking: bool = False
-    sentence_task: SentenceTask = "none"
-    noise_density: float = 0.15
-    mean_span_length: float = 3.0
 
 
 @dataclass
@@ -194,8 +164,7 @@ class TrainConfig:
             raise ConfigError(f"{source}: objective.mask_replace / random_replace must be >= 0")
         if objective.mask_replace + objective.random_replace > 1:
             raise ConfigError(f"{source}: objective.mask_replace + objective.random_replace must be <= 1")
-        if objective.sentence_task != "none" and objective.kind != "masked_lm":
-            raise ConfigError(f"{source}: objective.sentence_task needs objective.kind: masked_lm")
+        get_objective(objective.kind).check(objective, source)
         if self.optim.lr <= 0:
             raise ConfigError(f"{source}: field 'optim.lr' must be positive")
 

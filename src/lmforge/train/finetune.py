@@ -1,16 +1,15 @@
-"""Supervised fine-tuning of a pretrained model on any task of :mod:`lmforge.tasks`.
+"""Supervised fine-tuning of a pretrained model on any task of :mod:`lmforge.tasks`, through the
+one training loop (:mod:`lmforge.train.loop`).
 
-The loop never knows which task it runs: the :class:`~lmforge.tasks.Task` gives the loss, the
-predictions and the validation metrics. The loop is the pretraining engine's pieces put to a task
-objective: batches from an :class:`~lmforge.tasks.ExampleSource` (a task's source),
-AdamW / SGD with decay groups and the step-indexed schedule of :mod:`lmforge.train.optim`,
-``metrics.jsonl`` and the progress display of :mod:`lmforge.train.metrics`. Fine-tuning adds:
-freezing (embeddings, the first ``k`` layers, or the whole body), layer-wise learning-rate decay,
-LoRA, class weights, label smoothing, and early stopping on a validation metric with the best
-weights kept in ``RUN/best/`` and finally written to ``RUN`` (``lmforge.load(RUN)`` reads it).
-
-Validation metrics are the task's own (:meth:`lmforge.tasks.Task.metrics` with
-``validation=True``); a caller may pass another ``evaluator``.
+:class:`FinetuneObjective` plugs a :class:`~lmforge.tasks.Task` into the loop: batches from the
+task's :class:`~lmforge.tasks.ExampleSource` (length-grouped micro-batches where the task allows,
+see :mod:`lmforge.train.length_groups`), the task's loss, and validation by the task's predictions
+and metrics (:meth:`lmforge.tasks.Task.metrics` with ``validation=True``; a caller may pass another
+``evaluator``). Fine-tuning adds to the loop: freezing (embeddings, the first ``k`` layers, or the
+whole body), layer-wise learning-rate decay, LoRA, class weights, label smoothing, and early
+stopping on a validation metric with the best weights kept in ``RUN/best/`` and finally written
+to ``RUN`` (``lmforge.load(RUN)`` reads it). Checkpoints in ``RUN/checkpoints/`` let
+``lmforge finetune --resume`` continue a run exactly (:mod:`lmforge.train.resume`).
 """
 
 from __future__ import annotations
@@ -18,164 +17,55 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
+import os
 import shutil
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lmforge.errors import ConfigError
-from lmforge.fileio import atomic_write_text, replace_dir
+from lmforge.fileio import atomic_replace_dir, atomic_write_text, check_output_dir
 from lmforge.models import TransformerModel
-from lmforge.models.io.checkpoint import LoadedModel, save
+from lmforge.models.io.checkpoint import LoadedModel, load, save, write_checkpoint
 from lmforge.runtime import torch_threads
-from lmforge.tasks import LOWER_IS_BETTER, TaskSettings, TaskSplit, get_task
-from lmforge.tasks.qa import QAConfig
+from lmforge.tasks import Task, TaskSplit, get_task
 from lmforge.tasks.sources import TaskSource, to_tensors
 from lmforge.tokenizers import Tokenizer
+from lmforge.train.checkpoint import CHECKPOINTS
 from lmforge.train.config import OptimConfig
+from lmforge.train.distributed import Runtime
+from lmforge.train.finetune_config import FinetuneConfig
 from lmforge.train.length_groups import length_grouped_batch
+from lmforge.train.loop import EvalCallback, LoopSettings, MicroBatches, TrainingLoop, seed_everything
 from lmforge.train.lora import apply_lora, merge_lora
-from lmforge.train.metrics import MetricsLog, ProgressDisplay
-from lmforge.train.optim import learning_rate, set_learning_rate
-from lmforge.train.precision import autocast, resolve_precision
+from lmforge.train.precision import resolve_precision
+from lmforge.train.resume import HISTORY, ResumePlan, finished_report
+from lmforge.train.resume_rules import finetune_settings, plan_finetune_resume
 
 __all__ = [
+    "EvalCallback",
     "Evaluator",
     "FinetuneConfig",
+    "FinetuneObjective",
     "TaskSplit",
     "default_evaluator",
     "finetune_model",
     "predict",
+    "run_steps",
     "save_finetuned",
+    "seed_everything",
+    "split_fingerprint",
     "write_run_report",
 ]
 
-FinetuneTask = Literal["classification", "token-classification", "seq2seq", "lm", "chat", "qa"]
 #: ``evaluator(task, outputs, references, label_names) -> metrics``; outputs are logits [N, C]
 #: (classification) or per-sentence predicted tag ids (token classification, word level).
 Evaluator = Callable[[str, Any, Sequence[Any], Sequence[str]], dict[str, Any]]
-#: ``on_evaluate(step, metrics)`` after each validation (``lmforge tune`` reports to its trial and
-#: may raise to stop the run, e.g. ``optuna.TrialPruned``).
-EvalCallback = Callable[[int, dict[str, Any]], None]
 #: What a fine-tuning run writes besides its model and report.json (kept when the model is swapped in).
-RUN_FILES = ("metrics.jsonl", "finetune.json")
-
-
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning settings (the options of ``lmforge finetune``).
-
-    Attributes:
-        task: a name of :func:`lmforge.tasks.task_names` (``classification``,
-            ``token-classification``, ``qa``, ``seq2seq``, ``lm``, ``chat``).
-        max_length: tokens per example, special tokens included (longer inputs are cut); for
-            ``seq2seq`` the source tokens.
-        max_target_length: ``seq2seq``: target tokens kept for training and generated at most.
-        eval_limit: ``seq2seq``: decode only the first N validation pairs per evaluation.
-        batch_size: examples per optimizer step.
-        epochs: passes over the training data (fractions allowed); ``max_steps`` overrides.
-        max_steps: optimizer steps; ``None``: from ``epochs``.
-        optim: optimizer and schedule (``lr`` is the peak learning rate of the top layer).
-        warmup_ratio: share of the steps spent warming up (when ``optim.warmup_steps`` is 0).
-        freeze: ``none``, ``embeddings`` or ``body`` (everything but the task head).
-        freeze_layers: also freeze the first ``k`` Transformer layers.
-        layer_decay: layer-wise LR decay: layer ``i`` of ``L`` trains at ``lr * decay**(L - i)``,
-            embeddings at ``lr * decay**(L + 1)``, the head at ``lr``; 1.0 disables.
-        class_weights: ``none`` or ``balanced`` (``n / (C * count_c)``) cross-entropy weights.
-        resample: ``none``, ``oversample`` or ``undersample``: randomly repeat / drop training
-            examples (seeded) until every class has the largest / smallest class's count
-            (classification; see :mod:`lmforge.train.resample`).
-        label_smoothing: cross-entropy label smoothing.
-        lora_rank: > 0 trains LoRA adapters of this rank (plus the head) instead of all weights.
-        lora_alpha: LoRA scale numerator.
-        lora_dropout: dropout on the adapter inputs.
-        lora_targets: module names to adapt.
-        eval_every: validate every this many steps; ``None``: once per epoch.
-        metric: validation metric for early stopping and the best checkpoint (``macro_f1``,
-            ``accuracy``, ``entity_f1``, ``loss`` ...; lower is better only for losses); empty:
-            the task's own (:attr:`lmforge.tasks.Task.default_metric`: ``macro_f1`` for
-            classification, ``entity_f1`` for NER, ``f1`` for QA, ``chrf`` for seq2seq, ``loss``
-            for lm / chat), as ``lmforge finetune`` chooses.
-        patience: stop after this many validations without improvement; ``None``: never.
-        dropout: override the model's dropout (``None``: keep the checkpoint's).
-        seed: seeds initialisation of the head, batch order, dropout and augmentation.
-        augment: text augmentations of the training split (``deletion``, ``swap``,
-            ``backtranslation``; see :mod:`lmforge.data.augment`); empty: none.
-        augment_prob: word deletion probability / share of words swapped.
-        augment_copies: augmented copies added per training example.
-        qa: ``qa``: windowing (doc stride, query length) and answer decoding (max answer length,
-            SQuAD v2.0 null threshold), see :class:`lmforge.tasks.qa.QAConfig`.
-        length_groups: train each batch as up to this many length-sorted micro-batches, each
-            padded to its own longest, accumulating gradients: the same update with less padding
-            (classification and token classification; see :mod:`lmforge.train.length_groups`);
-            1 disables.
-        precision: ``fp32``, ``bf16`` (autocast; about 2x faster on CUDA and on CPUs with
-            AVX512-BF16 / AMX), ``fp16`` (CUDA, loss scaling) or ``auto`` (bf16/fp16 on CUDA, fp32
-            on CPU); see :mod:`lmforge.train.precision`. Training steps only: validation and
-            prediction run in fp32, so saved logits (and calibration) do not depend on it.
-        threads: torch CPU threads (``None``: torch's default).
-        progress: show progress.
-    """
-
-    task: FinetuneTask = "classification"
-    max_length: int = 128
-    max_target_length: int = 128
-    eval_limit: int | None = None
-    batch_size: int = 16
-    epochs: float = 3.0
-    max_steps: int | None = None
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=5e-5, schedule="linear", min_lr_ratio=0.0, weight_decay=0.01)
-    )
-    warmup_ratio: float = 0.06
-    freeze: Literal["none", "embeddings", "body"] = "none"
-    freeze_layers: int = 0
-    layer_decay: float = 1.0
-    class_weights: Literal["none", "balanced"] = "none"
-    resample: Literal["none", "oversample", "undersample"] = "none"
-    label_smoothing: float = 0.0
-    lora_rank: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    eval_every: int | None = None
-    metric: str = ""
-    patience: int | None = None
-    dropout: float | None = None
-    seed: int = 0
-    augment: tuple[str, ...] = ()
-    augment_prob: float = 0.1
-    augment_copies: int = 1
-    length_groups: int = 4
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    threads: int | None = None
-    progress: bool = True
-    qa: QAConfig = field(default_factory=QAConfig)
-
-    def __post_init__(self) -> None:
-        if not self.metric:  # a classification default would be wrong for every other task
-            self.metric = get_task(self.task).default_metric
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    def task_settings(self) -> TaskSettings:
-        """What the task reads of these settings."""
-        return TaskSettings(
-            max_length=self.max_length,
-            max_target_length=self.max_target_length,
-            eval_limit=self.eval_limit,
-            label_smoothing=self.label_smoothing,
-            class_weights=self.class_weights,
-            options=self.qa,
-        )
+RUN_FILES = ("metrics.jsonl", "finetune.json", HISTORY, CHECKPOINTS)
 
 
 # -- model preparation ---------------------------------------------------------------------------
@@ -273,18 +163,19 @@ def require_tokenizer(loaded: LoadedModel, model: str | Path) -> Tokenizer:
     return loaded.tokenizer
 
 
+def _plain_model(model: TransformerModel) -> TransformerModel:
+    """``model``, or a copy with its LoRA adapters merged into plain weights."""
+    if not any(name.endswith("lora_a") for name, _ in model.named_parameters()):
+        return model
+    plain = copy.deepcopy(model)
+    merge_lora(plain)
+    return plain
+
+
 def save_finetuned(model: TransformerModel, path: Path, tokenizer: Tokenizer | None) -> None:
-    """Write an lmforge checkpoint to ``path`` (built beside it, then swapped in whole); LoRA
-    adapters merged into a copy."""
-    tmp = path.parent / f".{path.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    plain = model
-    if any(name.endswith("lora_a") for name, _ in model.named_parameters()):
-        plain = copy.deepcopy(model)
-        merge_lora(plain)
-    save(plain, tmp, tokenizer)
-    replace_dir(tmp, path)
+    """Write an lmforge checkpoint to ``path``, swapped in whole (:func:`lmforge.save` is atomic);
+    LoRA adapters merged into a copy."""
+    save(_plain_model(model), path, tokenizer)
 
 
 # -- prediction and metrics ----------------------------------------------------------------------
@@ -309,19 +200,117 @@ def default_evaluator(
     return metrics
 
 
-# -- the loop ------------------------------------------------------------------------------------
+# -- the objective -------------------------------------------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+class _LossStats(nn.Module):
+    """A task's loss module as the loop takes it: ``(loss, stats)``, the stats being the loss."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        loss, _ = self.loss(batch)
+        return loss, loss.detach().double().view(1)
 
 
-def _better(value: float, best: float | None, metric: str) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value < best if metric in LOWER_IS_BETTER else value > best
+class FinetuneObjective:
+    """A fine-tuning task as the loop's :class:`~lmforge.train.loop.Objective`.
+
+    Args:
+        model: the model with the task's head, prepared (:func:`prepare_model`).
+        tokenizer: saved with checkpoints and models.
+        task: the task.
+        train / validation: the tokenised splits.
+        config: the run's settings.
+        label_names: class or tag names in index order.
+        evaluator: validation metrics.
+    """
+
+    num_stats = 1
+
+    def __init__(
+        self,
+        model: TransformerModel,
+        tokenizer: Tokenizer | None,
+        task: Task,
+        train: TaskSplit,
+        validation: TaskSplit | None,
+        config: FinetuneConfig,
+        label_names: Sequence[str],
+        evaluator: Evaluator,
+    ) -> None:
+        self.model, self.tokenizer, self.task, self.config = model, tokenizer, task, config
+        self.train, self.validation, self.label_names, self.evaluator = (
+            train,
+            validation,
+            label_names,
+            evaluator,
+        )
+        self.device = next(model.parameters()).device
+        loss = task.loss(model, config.task_settings(), train, len(label_names))
+        # The loss's class weights (computed once by the task) also weigh the length groups' shares.
+        weights = getattr(loss, "class_weights", None)
+        self.class_weights = weights.detach().cpu().numpy() if isinstance(weights, Tensor) else None
+        self.module = _LossStats(loss).to(self.device)
+        self.grouped = (
+            config.length_groups > 1 and task.length_groups and isinstance(train.source, TaskSource)
+        )
+
+    def batches(self, step: int) -> tuple[MicroBatches, int | None]:
+        config, source = self.config, self.train.source
+        if self.grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
+            assert isinstance(source, TaskSource)
+            parts = length_grouped_batch(
+                source,
+                step,
+                config.batch_size,
+                config.length_groups,
+                self.task.target_key,
+                self.class_weights,
+            )
+            return [(to_tensors(part, self.device), share) for part, share in parts], None
+        return [(to_tensors(source.train_batch(step, config.batch_size), self.device), 1.0)], None
+
+    def terms(self, stats: Tensor) -> dict[str, float]:
+        return {"loss": float(stats[0])}
+
+    def epoch(self, step: int) -> float:
+        return self.train.source.epoch_of(step, self.config.batch_size)
+
+    def validate(self, loop: TrainingLoop) -> dict[str, Any]:
+        if self.validation is None:
+            return {}
+        config, validation = self.config, self.validation
+        outputs, loss = predict(self.model, validation, config.task, max(config.batch_size, 32))
+        return {"loss": loss, **self.evaluator(config.task, outputs, validation.references, self.label_names)}
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return f"val {self.config.metric} {float(metrics[self.config.metric]):.4f}  val loss {metrics['loss']:.4f}"
+
+    def save_model(self, loop: TrainingLoop, path: Path) -> None:
+        save_finetuned(self.model, path, self.tokenizer)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def run_steps(config: FinetuneConfig, num_examples: int) -> tuple[int, int]:
+    """``(max_steps, steps_per_epoch)`` of a run over ``num_examples`` training examples."""
+    steps_per_epoch = math.ceil(num_examples / config.batch_size)
+    return config.max_steps or max(1, int(round(config.epochs * steps_per_epoch))), steps_per_epoch
+
+
+def split_fingerprint(
+    train: TaskSplit, validation: TaskSplit | None, label_names: Sequence[str]
+) -> dict[str, Any]:
+    """What a resumed run compares of the data when the caller knows no more (tokenised splits)."""
+    return {
+        "data.examples": train.source.num_examples,
+        "data.label_names": list(label_names),
+        "data.validation_examples": None if validation is None else validation.source.num_examples,
+    }
 
 
 def finetune_model(
@@ -334,10 +323,16 @@ def finetune_model(
     validation: TaskSplit | None = None,
     evaluator: Evaluator | None = None,
     on_evaluate: EvalCallback | None = None,
+    *,
+    resume: bool = False,
+    allow_config_change: bool = False,
+    run_settings: Mapping[str, Any] | None = None,
+    plan: ResumePlan | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (already carrying its task head) and write the run directory.
 
-    ``RUN/`` gets ``metrics.jsonl`` (train and eval records), ``finetune.json`` (the settings),
+    ``RUN/`` gets ``metrics.jsonl`` (train and eval records), ``finetune.json`` (the settings the
+    run started with), ``history.jsonl``, ``checkpoints/`` (the newest ``config.keep_last``),
     ``report.json`` and the final model: the best validation checkpoint when there is a
     validation split, else the last weights (LoRA merged either way).
 
@@ -346,13 +341,19 @@ def finetune_model(
             ``config.extra["id2label"]`` is set to ``label_names`` here.
         tokenizer: saved with the model.
         train: training split.
-        out_dir: run directory.
+        out_dir: run directory; without ``resume`` an earlier run there is replaced.
         config: settings.
         label_names: class or tag names in index order.
         validation: validation split (early stopping, best checkpoint).
         evaluator: validation metrics (see :data:`Evaluator`); default :func:`default_evaluator`.
         on_evaluate: called as ``on_evaluate(step, metrics)`` after each validation; an
             exception it raises ends the run (``RUN`` then holds no final model).
+        resume: continue from the newest complete checkpoint in ``out_dir`` (see
+            :func:`lmforge.train.finetune_run.run_finetune`).
+        allow_config_change: on resume, also accept changed optimiser settings and precision.
+        run_settings: the flat settings the run is compared on when resumed (default: ``config``
+            plus :func:`split_fingerprint`).
+        plan: the resume plan when the caller already made it.
 
     Returns:
         The report: ``steps``, ``best`` (the best validation metrics and step), ``last_eval``,
@@ -360,7 +361,6 @@ def finetune_model(
     """
     out = Path(out_dir)
     check_run_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
     if train.source.num_examples == 0:
         raise ConfigError("the training data has no examples")
     positions = model.config.max_positions
@@ -370,159 +370,110 @@ def finetune_model(
             f"use --max-length {positions} or less"
         )
     task = get_task(config.task)
-    settings = config.task_settings()
-    evaluator = evaluator or default_evaluator
+    max_steps, steps_per_epoch = run_steps(config, train.source.num_examples)
+    settings = dict(
+        run_settings or finetune_settings(config, split_fingerprint(train, validation, label_names))
+    )
+    if resume and plan is None:
+        plan = plan_finetune_resume(config, settings, out, max_steps, allow_config_change)
+    if plan is not None and plan.complete:
+        return finished_report(out, plan)
+    if plan is None or plan.checkpoint is None:
+        _clear_previous_run(out)
+    else:
+        _restore_best(out)
     model.config.extra["id2label"] = list(label_names)
     model.config.extra["task"] = config.task
     model.config.extra["max_length"] = config.max_length
-    steps_per_epoch = math.ceil(train.source.num_examples / config.batch_size)
-    max_steps = config.max_steps or max(1, int(round(config.epochs * steps_per_epoch)))
     optim = copy.copy(config.optim)
     if not optim.warmup_steps and config.warmup_ratio > 0:
         optim.warmup_steps = int(config.warmup_ratio * max_steps)
     eval_every = config.eval_every or steps_per_epoch
-    loss_module: nn.Module = task.loss(model, settings, train, len(label_names))
-    weights = task.class_weights(train, len(label_names)) if config.class_weights == "balanced" else None
-    optimizer = build_finetune_optimizer(model, config)
-    device = next(model.parameters()).device
-    precision = resolve_precision(config.precision, device)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    metrics = MetricsLog(out, enabled=True, tensorboard=False)
-    metrics.truncate(-1)
-    atomic_write_text(out / "finetune.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    display = ProgressDisplay(config.progress, max_steps, 0)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    display.print(
-        f"fine-tuning {model.config.family} ({trainable:,} of {model.num_parameters():,} parameters trainable), "
-        f"{train.source.num_examples:,} examples, {max_steps} steps, {device.type} {precision}"
+    objective = FinetuneObjective(
+        model, tokenizer, task, train, validation, config, label_names, evaluator or default_evaluator
     )
-    best: dict[str, Any] | None = None
-    best_value: float | None = None
-    stale, stopped_early, interrupted, step, train_seconds = 0, False, False, 0, 0.0
-    last_eval: dict[str, Any] = {}
-    model.train()
-
-    def backward(loss: torch.Tensor) -> None:
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-
+    device = objective.device
+    precision = resolve_precision(config.precision, device)
+    loop_settings = LoopSettings(
+        max_steps=max_steps, optim=optim, precision=precision, eval_every=eval_every,
+        checkpoint_every=config.checkpoint_every or eval_every, keep_last=config.keep_last,
+        metric=config.metric, patience=config.patience, keep_best_on_interrupt=True, progress=config.progress,
+        settings_file="finetune.json", settings_text=json.dumps(config.to_dict(), indent=2) + "\n",
+        config=config.to_dict(), run_settings=settings,
+    )  # fmt: skip
+    loop = TrainingLoop(
+        objective, loop_settings, out, Runtime(device), lambda _: build_finetune_optimizer(model, config),
+        on_evaluate=on_evaluate,
+    )  # fmt: skip
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with torch_threads(config.threads):  # config.threads applies to this run only
-        try:
-            grouped = config.length_groups > 1 and task.length_groups and isinstance(train.source, TaskSource)
-            while step < max_steps:
-                tick = time.perf_counter()
-                lr = learning_rate(step, max_steps, optim)
-                set_learning_rate(optimizer, lr)
-                if grouped:  # length-sorted micro-batches, gradients accumulated (see length_groups)
-                    loss_value = 0.0
-                    assert isinstance(train.source, TaskSource)
-                    parts = length_grouped_batch(
-                        train.source, step, config.batch_size, config.length_groups, task.target_key, weights
-                    )
-                    for part, share in parts:
-                        with autocast(precision, device):
-                            loss, _ = loss_module(to_tensors(part, device))
-                        loss_value += float(loss.detach()) * share
-                        backward(loss * share)
-                else:
-                    batch = to_tensors(train.source.train_batch(step, config.batch_size), device)
-                    with autocast(precision, device):
-                        loss, _ = loss_module(batch)
-                    loss_value = float(loss.detach())
-                    backward(loss)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if optim.clip_grad_norm:
-                    params = [p for group in optimizer.param_groups for p in group["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                train_seconds += time.perf_counter() - tick
-                record = {"kind": "train", "step": step, "loss": loss_value, "lr": lr,
-                          "epoch": train.source.epoch_of(step, config.batch_size)}  # fmt: skip
-                metrics.write(record)
-                display.step(step, f"loss {loss_value:.4f}", force_line=step % 50 == 0)
-                if validation is None or (step % eval_every and step != max_steps):
-                    continue
-                outputs, val_loss = predict(model, validation, config.task, max(config.batch_size, 32))
-                last_eval = {
-                    "step": step,
-                    "loss": val_loss,
-                    **evaluator(config.task, outputs, validation.references, label_names),
-                }
-                metrics.write(
-                    {"kind": "eval", **{k: v for k, v in last_eval.items() if isinstance(v, (int, float))}}
-                )
-                if config.metric not in last_eval:
-                    raise ConfigError(
-                        f"metric {config.metric!r} is not among the validation metrics {sorted(last_eval)}"
-                    )
-                value = float(last_eval[config.metric])
-                display.print(f"step {step}: val {config.metric} {value:.4f}  val loss {val_loss:.4f}")
-                if on_evaluate is not None:
-                    on_evaluate(step, dict(last_eval))
-                if _better(value, best_value, config.metric):
-                    best_value, best, stale = value, dict(last_eval), 0
-                    save_finetuned(model, out / "best", tokenizer)
-                else:
-                    stale += 1
-                    if config.patience is not None and stale >= config.patience:
-                        stopped_early = True
-                        display.print(
-                            f"early stop at step {step}: no better {config.metric} for {stale} evaluations"
-                        )
-                        break
-        except KeyboardInterrupt:
-            # Ctrl-C keeps the best validation checkpoint as the run's model; without one there is
-            # nothing trustworthy to keep (the live weights may be mid-update), so the interrupt stands.
-            if best is None or not (out / "best" / "config.json").exists():
-                raise
-            interrupted = True
-            display.print(
-                f"interrupted at step {step}: the run keeps the best checkpoint (step {best['step']})"
-            )
-        finally:
-            display.close()
-            metrics.close()
-    # The best validation weights (else the last ones) become the run's model; the run directory
-    # is rebuilt beside itself and swapped in whole, so no file of an earlier run survives.
-    staging = out.parent / f".{out.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    if best is not None:
-        (out / "best").replace(staging)
-    else:
-        save_finetuned(model, staging, tokenizer)
-    for name in RUN_FILES:
-        if (out / name).exists():
-            (out / name).replace(staging / name)
+        loop.run(
+            plan,
+            f"fine-tuning {model.config.family} ({trainable:,} of {model.num_parameters():,} parameters "
+            f"trainable), {train.source.num_examples:,} examples, {max_steps} steps, {device.type} {precision}",
+        )
     report = {
-        "steps": step,
+        "steps": loop.step,
         "max_steps": max_steps,
-        "stopped_early": stopped_early,
-        "interrupted": interrupted,
-        "best": best,
-        "last_eval": last_eval,
-        "examples_per_second": step * config.batch_size / train_seconds if train_seconds else None,
-        "train_seconds": train_seconds,
+        "stopped_early": loop.stopped_early,
+        "interrupted": loop.interrupted,
+        "best": loop.best,
+        "last_eval": loop.last_eval,
+        "examples_per_second": loop.step * config.batch_size / loop.train_seconds
+        if loop.train_seconds
+        else None,
+        "train_seconds": loop.train_seconds,
         "trainable_parameters": trainable,
         "precision": precision,
         "label_names": list(label_names),
     }
-    atomic_write_text(staging / "report.json", json.dumps(report, indent=2) + "\n")
-    replace_dir(staging, out)
+    _publish(out, report, None if loop.best is None else out / "best", model, tokenizer)
     return report
 
 
+def _clear_previous_run(out: Path) -> None:
+    """A fresh run replaces the run at ``out``: its checkpoints and history must not mix with the
+    new ones (its model and other files go when the new run's directory is swapped in)."""
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    (out / HISTORY).unlink(missing_ok=True)
+
+
+def _restore_best(out: Path) -> None:
+    """Before resuming a run that was published (finished or interrupted), put its model, which is
+    its best validation model, back as ``RUN/best``: loaded and saved again, so that only the
+    model's own files go there (not a calibrator saved into the run since)."""
+    if (out / "best").is_dir() or not (out / "config.json").is_file():
+        return
+    published = load(out)
+    save(published.model, out / "best", published.tokenizer)
+
+
+def _publish(
+    out: Path, report: dict[str, Any], best: Path | None, model: TransformerModel, tokenizer: Tokenizer | None
+) -> None:
+    """Make ``out`` the finished run: the best validation weights (else the last ones) as its model,
+    the run's files and ``report.json`` beside them; built beside ``out`` and swapped in whole
+    (:func:`lmforge.fileio.atomic_replace_dir`), so no file of an earlier run survives."""
+
+    def build(directory: Path) -> None:
+        atomic_write_text(directory / "report.json", json.dumps(report, indent=2) + "\n")
+        if best is not None:
+            for entry in best.iterdir():
+                os.replace(entry, directory / entry.name)
+        else:
+            write_checkpoint(_plain_model(model), directory, tokenizer)
+        for name in RUN_FILES:
+            if (out / name).exists():
+                os.replace(out / name, directory / name)
+
+    atomic_replace_dir(out, build)
+
+
 def check_run_dir(out: Path) -> None:
-    """Refuse an ``--out`` that is a file, or a non-empty directory that is not an lmforge run or
-    checkpoint: the run's directory is replaced whole at the end, and must not hold anything else."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory")
+    """Refuse an ``--out`` that is a file (:func:`lmforge.fileio.check_output_dir`), or a non-empty
+    directory that is not an lmforge run or checkpoint: the run's directory is replaced whole at
+    the end, and must not hold anything else."""
+    check_output_dir(out)
     if out.is_dir() and any(out.iterdir()):
         known = RUN_FILES + ("report.json", "config.json", "best")
         if not any((out / name).exists() for name in known):
@@ -545,8 +496,3 @@ def write_run_report(
     report.update(model=str(model), data=data, validation=validation, **fields)
     atomic_write_text(Path(out_dir) / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (call before loading a model with a fresh head)."""
-    _seed_everything(seed)

@@ -34,10 +34,13 @@ from lmforge.train.finetune import (
     predict,
     prepare_model,
     require_tokenizer,
+    run_steps,
     seed_everything,
     write_run_report,
 )
 from lmforge.train.resample import resample_indices
+from lmforge.train.resume import finished_report
+from lmforge.train.resume_rules import finetune_settings, plan_finetune_resume
 from lmforge.train.validation import validate_cross_validation, validate_finetune_config
 
 __all__ = [
@@ -82,6 +85,8 @@ def run_finetune(
     evaluator: Evaluator | None = None,
     on_evaluate: EvalCallback | None = None,
     augmenters: Sequence[TextAugmenter] = (),
+    resume: bool = False,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``data`` (a file or named dataset's train split) into ``out_dir``.
 
@@ -96,9 +101,21 @@ def run_finetune(
         on_evaluate: called after each validation (see :func:`finetune_model`).
         augmenters: text augmenters built above the train stage (back-translation), used with
             those named in ``config.augment`` on the training split only.
+        resume: continue from the newest complete checkpoint in ``out_dir`` (start fresh if
+            none; a torn newer one is set aside with a message), repeating the uninterrupted
+            run exactly. A run that already ended (its last step, or an early stop) is left
+            untouched and its report returned. Settings may differ from the run's only as
+            ``lmforge.train.resume_rules.FINETUNE_RULES`` allow (cadence, limits, max steps,
+            patience); each accepted change goes to ``out_dir/history.jsonl``.
+        allow_config_change: on resume, also accept changed optimiser settings (``optim.*``,
+            ``warmup_ratio``, ``layer_decay``), ``precision`` and ``length_groups``.
 
     Returns:
         The training report (also ``out_dir/report.json``).
+
+    Raises:
+        ConfigError: on resume, a setting differs that may not (every such field named, old → new).
+        CheckpointError: on resume, checkpoints exist but none is complete.
     """
     task = get_task(config.task)
     validate_finetune_config(config)  # before any file is written
@@ -108,24 +125,35 @@ def run_finetune(
     seed_everything(config.seed)
     train = task.read(data, "train", data_config)
     label_names = task.label_names(train)
-    train = augment_training(_resampled(train, config), config, augmenters)
     val_source = _validation_source(data, validation)
     val = None
     if val_source is not None:
         val_config = dataclasses.replace(data_config, label_names=tuple(label_names) or None, limit=None)
         val = task.read_validation(val_source, val_config, config.task_settings())
+    fingerprint = {
+        "model.source": str(model), "data.source": train.source, "data.examples": len(train),
+        "data.label_names": label_names, "data.validation": None if val is None else val.source,
+        "data.validation_examples": None if val is None else len(val),
+    }  # fmt: skip
+    run_settings = finetune_settings(config, fingerprint)  # what a resumed run is compared on
+    train = augment_training(_resampled(train, config), config, augmenters)
     loaded = _load_model(model, task, len(label_names))
     assert loaded.tokenizer is not None
     prepare_model(loaded.model, config)
     settings = task.configure(loaded.model, train, config.task_settings())
-    config = dataclasses.replace(config, max_length=settings.max_length)
-    if settings.options is not None and isinstance(settings.options, type(config.qa)):
-        config = dataclasses.replace(config, qa=settings.options)
+    config = config.resolved(settings)
     train_split = task.encode(train, loaded.tokenizer, settings, config.seed, training=True)
     val_split = None if val is None else task.encode(val, loaded.tokenizer, settings, config.seed)
+    plan = None
+    if resume:  # once the run's length is known; nothing is written before a refusal
+        max_steps, _ = run_steps(config, train_split.source.num_examples)
+        plan = plan_finetune_resume(config, run_settings, out_dir, max_steps, allow_config_change)
+        if plan.complete:
+            return finished_report(Path(out_dir), plan)
     report = finetune_model(
         loaded.model, loaded.tokenizer, train_split, out_dir, config, label_names,
-        validation=val_split, evaluator=evaluator, on_evaluate=on_evaluate,
+        validation=val_split, evaluator=evaluator, on_evaluate=on_evaluate, resume=resume,
+        run_settings=run_settings, plan=plan,
     )  # fmt: skip
     return write_run_report(
         out_dir, report, model, train.source, None if val is None else val.source,
@@ -204,6 +232,7 @@ def run_cross_validation(
         assert loaded.tokenizer is not None
         prepare_model(loaded.model, fold_config)
         settings = task.configure(loaded.model, examples, fold_config.task_settings())
+        resolved = fold_config.resolved(settings)
         train_split = task.encode(
             _resampled(_subset(examples, train_idx), config),
             loaded.tokenizer,
@@ -217,7 +246,7 @@ def run_cross_validation(
             loaded.tokenizer,
             train_split,
             Path(out_dir) / f"fold-{fold}",
-            fold_config,
+            resolved,
             label_names,
         )
         outputs, loss = predict(loaded.model, test_split, config.task)

@@ -10,7 +10,21 @@ import yaml
 
 from lmforge.errors import ConfigError
 
-__all__ = ["read_option_recipe"]
+__all__ = ["read_option_recipe", "read_yaml"]
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed YAML file at ``path`` (``what`` it holds names it in errors).
+
+    Raises:
+        ConfigError: the file cannot be read, or is not valid YAML.
+    """
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
 
 def read_option_recipe(path: str | Path, known: Iterable[str]) -> dict[str, Any]:
@@ -24,12 +38,7 @@ def read_option_recipe(path: str | Path, known: Iterable[str]) -> dict[str, Any]
         ConfigError: unreadable file, invalid YAML, not a mapping, or an unknown key (named, with
             the known ones).
     """
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "recipe")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of option names (batch_size: 16) to values")
     known = set(known)

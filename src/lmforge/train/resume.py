@@ -1,7 +1,8 @@
 """Resuming a run: which checkpoint to continue from, whether the new settings continue the run,
 and the run's history of what changed.
 
-Any training loop resumes in two steps (pretraining does in :mod:`lmforge.train.trainer`):
+The training loop (:mod:`lmforge.train.loop`) resumes in two steps, for pretraining
+(:func:`plan_pretraining_resume`) and fine-tuning (:func:`plan_finetune_resume`) alike:
 
 1. :func:`plan_resume` reads, never writes: it verifies the checkpoints newest first and picks the
    newest complete one (each torn one skipped, with the reason); compares the new settings with
@@ -21,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -32,7 +32,6 @@ from typing import Any, Literal
 
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.fileio import atomic_write_text
-from lmforge.train.build import DataBundle
 from lmforge.train.checkpoint import (
     CHECKPOINTS,
     checkpoint_step,
@@ -40,7 +39,6 @@ from lmforge.train.checkpoint import (
     read_run_state,
     verify_checkpoint,
 )
-from lmforge.train.config import TrainConfig
 
 HISTORY = "history.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -135,11 +133,13 @@ class ResumePlan:
         step: its step (steps already trained).
         skipped: newer checkpoints that are torn, each with the reason.
         changes: accepted settings that differ from the checkpoint's.
-        complete: the run already reached its last step and wrote its final outputs.
+        complete: the run already reached its last step (or stopped early) and wrote its final outputs.
+        max_steps: the step the run ends at.
     """
 
     checkpoint: Path | None
     step: int = 0
+    max_steps: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     changes: list[ConfigChange] = field(default_factory=list)
     complete: bool = False
@@ -152,6 +152,7 @@ def plan_resume(
     *,
     max_steps: int,
     completed_step: int | None,
+    stopped_early: bool = False,
     allow_config_change: bool = False,
     defaults: Mapping[str, Any] | None = None,
     legacy_settings: Callable[[Path], Mapping[str, Any] | None] | None = None,
@@ -164,6 +165,8 @@ def plan_resume(
         rules: which differences are accepted.
         max_steps: the step the run now ends at.
         completed_step: the step the run's final outputs (report, model) were written at, if any.
+        stopped_early: the run's report says it stopped before ``max_steps`` by its own rule
+            (early stopping): it is then complete at ``completed_step``.
         defaults: values of settings an older checkpoint lacks.
         legacy_settings: reads the settings of a checkpoint without ``run_state.json``.
         restart_command: shown when no checkpoint is complete.
@@ -176,7 +179,7 @@ def plan_resume(
     """
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        return ResumePlan(checkpoint=None)
+        return ResumePlan(checkpoint=None, max_steps=max_steps)
     skipped: list[tuple[Path, str]] = []
     chosen: Path | None = None
     for path in reversed(checkpoints):
@@ -203,8 +206,8 @@ def plan_resume(
             f"{chosen}: max_steps={max_steps} lies before this checkpoint's step {step}; resume with "
             f"--max-steps {step} or more"
         )
-    complete = step == max_steps and completed_step == step
-    return ResumePlan(chosen, step, skipped, changes, complete)
+    complete = completed_step == step and (step == max_steps or stopped_early)
+    return ResumePlan(chosen, step, max_steps, skipped, changes, complete)
 
 
 def check_changes(
@@ -241,6 +244,22 @@ def describe_plan(plan: ResumePlan) -> list[str]:
             + f" (recorded in {HISTORY})"
         )
     return lines
+
+
+def finished_report(run_dir: Path, plan: ResumePlan) -> dict[str, Any]:
+    """The report of a run that already ended (``plan.complete``); says so, writes nothing."""
+    if plan.step == plan.max_steps:
+        ended, further = f"{plan.step} of {plan.max_steps} steps", "resume with a larger --max-steps"
+    else:
+        ended, further = (
+            f"stopped early at step {plan.step} of {plan.max_steps}",
+            "start a new run (another --out)",
+        )
+    notice(
+        f"{run_dir} is already complete ({ended}, {run_dir / REPORT_FILE}); nothing to do. To train further, "
+        f"{further}"
+    )
+    return dict(json.loads((run_dir / REPORT_FILE).read_text(encoding="utf-8")))
 
 
 def notice(text: str) -> None:
@@ -328,103 +347,3 @@ def override_arguments(changes: list[ConfigChange]) -> list[str] | None:
         value = change.new if isinstance(change.new, str) else json.dumps(change.new)
         items.append(f"{change.field}={value}")
     return items
-
-
-# ---------------------------------------------------------------------------------------------
-# Pretraining
-
-
-# Cadence, limits and resources: the run stays the same run. The optimiser and numerics change
-# what is learned from here on, so they need the flag; everything else (model, objective, data,
-# seed, batch size) would make the result not a continuation and is fixed.
-PRETRAIN_RULES = ChangeRules(
-    safe=(
-        "max_steps", "max_minutes", "eval_every", "eval_batches", "log_every", "checkpoint_every",
-        "keep_last", "progress", "tensorboard", "threads", "cpu_memory_reuse", "compile",
-        "activation_checkpointing", "data.path", "data.micro_batch_size", "dataset.source",
-    ),
-    flagged=("optim.*", "precision", "device", "distributed"),
-)  # fmt: skip
-
-
-def pretraining_settings(config: TrainConfig, data: DataBundle) -> dict[str, Any]:
-    """The flat settings a pretraining run is compared on: its config and what its data holds."""
-    fingerprint = {
-        "source": data.source,
-        "vocab_size": data.vocab_size,
-        "special_tokens": dict(sorted(data.special_tokens.items())),
-        "train_documents": data.train.num_documents,
-        "train_tokens": len(data.train.tokens),
-        "validation_documents": data.validation.num_documents,
-        "validation_tokens": len(data.validation.tokens),
-    }
-    return {**flatten(json.loads(json.dumps(config.to_dict()))), **flatten(fingerprint, "dataset")}
-
-
-def plan_pretraining_resume(
-    config: TrainConfig, data: DataBundle, run_dir: str | Path, allow_config_change: bool = False
-) -> ResumePlan:
-    """:func:`plan_resume` for ``lmforge pretrain --resume`` (complete = ``report.json`` and
-    ``model/`` written at the checkpoint's step)."""
-    run_dir = Path(run_dir)
-    settings = pretraining_settings(config, data)
-    return plan_resume(
-        run_dir,
-        settings,
-        PRETRAIN_RULES,
-        max_steps=config.max_steps,
-        completed_step=_reported_step(run_dir),
-        allow_config_change=allow_config_change,
-        defaults=flatten(json.loads(json.dumps(TrainConfig().to_dict()))),
-        legacy_settings=lambda path: _legacy_pretraining_settings(path, settings),
-        restart_command=_pretraining_restart_command(run_dir, data.source, settings),
-    )
-
-
-def _reported_step(run_dir: Path) -> int | None:
-    from lmforge.models.io.checkpoint import WEIGHTS_NAME
-
-    try:
-        report = json.loads((run_dir / REPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (run_dir / "model" / WEIGHTS_NAME).is_file() or not isinstance(report, dict):
-        return None
-    steps = report.get("steps")
-    return steps if isinstance(steps, int) else None
-
-
-def _legacy_pretraining_settings(path: Path, settings: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Settings of a checkpoint from before ``run_state.json``: the config inside ``trainer.pt``
-    (such checkpoints did not describe their data, which is then taken to be the same)."""
-    import torch
-
-    try:
-        payload = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-    except Exception:  # unreadable: loading it reports the problem
-        return None
-    config = payload.get("config") if isinstance(payload, dict) else None
-    if not isinstance(config, dict):
-        return None
-    return {**{k: v for k, v in settings.items() if k.startswith("dataset.")}, **flatten(config)}
-
-
-def _pretraining_restart_command(run_dir: Path, data_source: str, settings: Mapping[str, Any]) -> str:
-    """``rm -r RUN/checkpoints && lmforge pretrain --config RUN/config.yaml --data D --out RUN [k=v ...]``."""
-    import yaml
-
-    remove = shlex.join(["rm", "-r", str(run_dir / CHECKPOINTS)])
-    fallback = f"{remove}, then your pretrain command without --resume"
-    try:
-        started = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return fallback
-    if not isinstance(started, dict):
-        return fallback
-    own = {k: v for k, v in settings.items() if not k.startswith("dataset.")}
-    overrides = override_arguments(diff_settings(flatten(started), own))
-    if overrides is None:
-        return fallback
-    words = ["lmforge", "pretrain", "--config", str(run_dir / CONFIG_FILE)]
-    words += ["--data", data_source] if data_source != "memory" else []
-    return f"{remove} && {shlex.join([*words, '--out', str(run_dir), *overrides])}"

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from lmforge.errors import ConfigError
-from lmforge.train.finetune import FinetuneConfig
+from lmforge.train.finetune_config import FinetuneConfig
+from lmforge.train.recipe import read_yaml
 
 __all__ = ["DEFAULT_SPACE", "TUNABLE", "ParamSpace", "apply_params", "load_search_space"]
 
@@ -164,12 +163,7 @@ def load_search_space(path: str | Path | None = None) -> dict[str, ParamSpace]:
     if path is None:
         return space
     source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the search space ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "search space")
     if data is None:
         return space
     if not isinstance(data, Mapping):

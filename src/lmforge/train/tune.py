@@ -277,7 +277,8 @@ def run_tune(
         log(
             f"study {tune.study_name!r} already has {done} finished trials (of {tune.trials}): nothing to run"
         )
-    trial_base = dataclasses.replace(base, progress=False)
+    # A trial is not resumed (the study runs the missing trials again): it needs no checkpoints.
+    trial_base = dataclasses.replace(base, progress=False, keep_last=0)
 
     def objective(trial: optuna.Trial) -> float:
         values = {name: p.suggest(trial, name) for name, p in params.items()}

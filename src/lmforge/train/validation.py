@@ -15,7 +15,7 @@ from typing import Any
 
 from lmforge.errors import ConfigError
 from lmforge.train.config import TrainConfig
-from lmforge.train.finetune import FinetuneConfig
+from lmforge.train.finetune_config import FinetuneConfig
 
 __all__ = [
     "validate_cross_validation",
@@ -41,34 +41,25 @@ def _bad(field: str, value: Any, rule: str) -> ConfigError:
     return ConfigError(f"{_flag(field)} = {value!r}: must be {rule}")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _at_least(field: str, value: Any, low: float, optional: bool = False) -> None:
     if value is None and optional:
         return
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < low
-    ):
+    if not _number(value) or value < low:
         raise _bad(field, value, f">= {low:g}" + (" (or unset)" if optional else ""))
 
 
 def _in_range(field: str, value: Any, low: float, high: float, *, high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value > high or (high_open and value == high):
+    if not _number(value) or value < low or value > high or (high_open and value == high):
         raise _bad(field, value, f"in [{low:g}, {high:g}{')' if high_open else ']'}")
 
 
-def _positive(field: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise _bad(field, value, "> 0" + (" (or unset)" if optional else ""))
+def _positive(field: str, value: Any) -> None:
+    if not _number(value) or value <= 0:
+        raise _bad(field, value, "> 0")
 
 
 def validate_finetune_config(config: FinetuneConfig) -> FinetuneConfig:
@@ -85,8 +76,9 @@ def validate_finetune_config(config: FinetuneConfig) -> FinetuneConfig:
     task = get_task(config.task).name  # an unknown task names the known ones
     for name in ("max_length", "max_target_length", "batch_size", "augment_copies", "length_groups"):
         _at_least(name, getattr(config, name), 1)
-    for name in ("eval_limit", "max_steps", "eval_every", "patience", "threads"):
+    for name in ("eval_limit", "max_steps", "eval_every", "checkpoint_every", "patience", "threads"):
         _at_least(name, getattr(config, name), 1, optional=True)
+    _at_least("keep_last", config.keep_last, 0)
     _positive("epochs", config.epochs)
     _positive("optim.lr", config.optim.lr)
     _at_least("optim.weight_decay", config.optim.weight_decay, 0)

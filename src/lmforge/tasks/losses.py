@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmforge.train.collators import IGNORE_INDEX
+from lmforge.tasks.sources import IGNORE_INDEX
 
 _CHUNK_BYTES = 512 * 2**20  # fp32 logits per chunk: bounds peak memory
 
