@@ -6,6 +6,7 @@ A crash mid-write leaves the old file (or nothing), never a truncated one; a dir
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +24,18 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def read_json_object(path: Path, error: type[LmforgeError] = LmforgeError) -> dict[str, Any]:
+    """The JSON object in ``path``; invalid JSON or another JSON value raises ``error`` naming the
+    file (and the line of a syntax error)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data
 
 
 def default_permissions(path: str | Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from lmforge.calibrate.base import Calibrator
 from lmforge.calibrate.registry import calibrator_from_state_dict
 from lmforge.errors import CalibrationError
-from lmforge.fileio import atomic_write, atomic_write_text
+from lmforge.fileio import atomic_write, atomic_write_text, read_json_object
 from lmforge.version import __version__
 
 CALIBRATOR_JSON = "calibrator.json"
@@ -304,13 +304,7 @@ def _calibrator_payload(directory: Path) -> dict[str, Any] | None:
     json_file = directory / CALIBRATOR_JSON
     if not json_file.is_file():
         return None
-    try:
-        payload = json.loads(json_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"{json_file}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(payload, dict):
-        raise CalibrationError(f"{json_file}: expected a JSON object")
-    return payload
+    return read_json_object(json_file, CalibrationError)
 
 
 def saved_predictive(checkpoint: str | Path) -> dict[str, Any] | None:

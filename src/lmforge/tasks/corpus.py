@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from lmforge.data.knowledge_masking import KnowledgeMasking
 from lmforge.errors import ConfigError
 from lmforge.tasks.sources import ExampleSource
 
@@ -48,6 +49,11 @@ class ObjectiveConfig:
         mask_replace: share of selected tokens replaced by the mask token ...
         random_replace: ... by a random token; the rest stay unchanged (80/10/10).
         whole_word_masking: select whole words (data word starts, else ``##`` / ``Ġ`` pieces).
+        masking_units: ERNIE's knowledge masking instead: weights of the unit levels ``token``,
+            ``phrase`` (segmented words) and ``entity`` (lexicon entities), one level drawn per
+            example; units are masked whole (:mod:`lmforge.data.knowledge_masking`).
+        entity_lexicon: where ``entity`` units come from: a lexicon file (one entity a line,
+            optionally a tab and its type) or ``peoples-daily-ner``.
         sentence_task: ``nsp`` (BERT: real next vs random), ``sop`` (ALBERT: order swapped) or
             ``none`` (RoBERTa: full packed sequences, MLM only).
         noise_density: share of tokens corrupted by span corruption.
@@ -60,6 +66,8 @@ class ObjectiveConfig:
     mask_replace: float = 0.8
     random_replace: float = 0.1
     whole_word_masking: bool = False
+    masking_units: dict[str, float] | None = None
+    entity_lexicon: str | None = None
     sentence_task: SentenceTask = "none"
     noise_density: float = 0.15
     mean_span_length: float = 3.0
@@ -241,6 +249,7 @@ class CorpusSource(ExampleSource):
         seed: seeds the epoch order and masking.
         word_table: (vocab,) bool, True for ids that begin a word; used for whole-word masking
             when the corpus has no word boundaries of its own.
+        knowledge: ERNIE's unit masking (masked LM), replacing per-token / whole-word masking.
     """
 
     def __init__(
@@ -250,10 +259,11 @@ class CorpusSource(ExampleSource):
         specials: SpecialIds,
         seed: int,
         word_table: np.ndarray | None = None,
+        knowledge: KnowledgeMasking | None = None,
     ) -> None:
         super().__init__()
         self.corpus, self.objective, self.specials, self.seed = corpus, objective, specials, seed
-        self.word_table = word_table
+        self.word_table, self.knowledge = word_table, knowledge
         self.num_examples = self.prepare()
 
     def prepare(self) -> int:

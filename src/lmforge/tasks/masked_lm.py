@@ -1,5 +1,6 @@
 """Masked LM pretraining (``objective.kind: masked_lm``): BERT / ALBERT sentence pairs (NSP / SOP)
-or RoBERTa packed blocks, with BERT's dynamic 80/10/10 masking of tokens or whole words.
+or RoBERTa packed blocks, with BERT's dynamic 80/10/10 masking of tokens or whole words, or ERNIE's
+knowledge masking of whole units (:mod:`lmforge.data.knowledge_masking`).
 
 * :func:`mask_tokens` selects tokens (or whole words) and replaces them by the mask token, a
   random token or themselves.
@@ -208,9 +209,10 @@ class MaskedLMSource(CorpusSource):
         corpus, objective, specials = self.corpus, self.objective, self.specials
         require_id(specials.mask, "mask token")
         self.pairs = objective.sentence_task != "none"
-        self.corpus_words = (
-            objective.whole_word_masking and corpus.num_documents > 0 and (corpus.word_starts(0) is not None)
-        )
+        wants_words = objective.whole_word_masking or self.knowledge is not None
+        self.corpus_words = wants_words and corpus.num_documents > 0 and (corpus.word_starts(0) is not None)
+        if self.knowledge is not None and not self.corpus_words:
+            self.knowledge.require_words()
         if self.pairs:
             require_id(specials.pad, "pad token")
             self.anchors = pair_anchors(corpus.source_ids)
@@ -245,6 +247,10 @@ class MaskedLMSource(CorpusSource):
                 starts = np.concatenate((flags, self.words[window], flags), axis=1)
         if objective.whole_word_masking and starts is None and self.word_table is not None:
             starts = self.word_table[ids]
+        if self.knowledge is not None:  # ERNIE: whole tokens / words / entities
+            inputs, labels = self.knowledge(ids, starts, rng)
+            batch.update(input_ids=inputs, labels=labels)
+            return batch
         inputs, labels = mask_tokens(
             ids, rng, self.specials, objective.mask_probability, objective.mask_replace,
             objective.random_replace, starts if objective.whole_word_masking else None,
@@ -285,6 +291,7 @@ class MaskedLMTask(PretrainingTask):
     kind = "masked_lm"
     source_class = MaskedLMSource
     sentence_tasks = True
+    unit_masking = True
 
     def head(self, objective: ObjectiveConfig) -> Head:
         return "pretraining" if objective.sentence_task != "none" else "masked_lm"

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lmforge.config import Head
+from lmforge.data.knowledge_masking import KnowledgeMasking, check_levels
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
 from lmforge.tasks.corpus import Corpus, CorpusSource, ObjectiveConfig, SpecialIds
@@ -72,11 +73,13 @@ class PretrainingTask:
         kind: the ``objective.kind`` value.
         source_class: numbers one split's examples (its ``collate`` builds a batch).
         sentence_tasks: it supports ``objective.sentence_task`` (NSP / SOP).
+        unit_masking: it supports ``objective.masking_units`` (ERNIE's knowledge masking).
     """
 
     kind: ClassVar[str]
     source_class: ClassVar[type[CorpusSource]]
     sentence_tasks: ClassVar[bool] = False
+    unit_masking: ClassVar[bool] = False
 
     def check(self, objective: ObjectiveConfig, source: str) -> None:
         """Refuse settings the objective cannot use (``source`` names the recipe)."""
@@ -84,6 +87,27 @@ class PretrainingTask:
             supported = [task.kind for task in _REGISTRY.values() if task.sentence_tasks]
             raise ConfigError(
                 f"{source}: objective.sentence_task needs objective.kind: {' or '.join(supported)}"
+            )
+        if objective.masking_units is not None:
+            self._check_unit_masking(objective, source)
+
+    def _check_unit_masking(self, objective: ObjectiveConfig, source: str) -> None:
+        if not self.unit_masking:
+            supported = [task.kind for task in _REGISTRY.values() if task.unit_masking]
+            raise ConfigError(
+                f"{source}: objective.masking_units needs objective.kind: {' or '.join(supported)}"
+            )
+        if objective.whole_word_masking:
+            raise ConfigError(
+                f"{source}: objective.masking_units and objective.whole_word_masking both choose the masked "
+                "units; use masking_units: {phrase: 1} for whole words"
+            )
+        assert objective.masking_units is not None
+        levels = check_levels(objective.masking_units, f"{source}: objective.masking_units")
+        if levels.get("entity", 0) > 0 and not objective.entity_lexicon:
+            raise ConfigError(
+                f"{source}: objective.masking_units has entity units but objective.entity_lexicon is not set "
+                "(a lexicon file or peoples-daily-ner)"
             )
 
     def head(self, objective: ObjectiveConfig) -> Head:
@@ -106,10 +130,11 @@ class PretrainingTask:
         specials: SpecialIds,
         seed: int,
         word_table: np.ndarray | None = None,
+        knowledge: KnowledgeMasking | None = None,
     ) -> tuple[CorpusSource, CorpusSource]:
         """Training and validation example sources of the two splits."""
         return tuple(  # type: ignore[return-value]
-            self.source_class(corpus, objective, specials, seed, word_table=word_table)
+            self.source_class(corpus, objective, specials, seed, word_table=word_table, knowledge=knowledge)
             for corpus in (train, validation)
         )
 

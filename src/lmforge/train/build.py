@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.config import ModelConfig
+from lmforge.data.knowledge_masking import EntityLexicon, KnowledgeMasking
 from lmforge.errors import ConfigError
 from lmforge.models import preset_config
 from lmforge.tasks.corpus import Corpus, CorpusSource, SpecialIds, word_starts_from_vocab
@@ -134,8 +135,9 @@ def example_sources(
     word_table = None
     if objective.whole_word_masking and data.tokenizer is not None:
         word_table = word_starts_from_vocab(data.tokenizer.backend.get_vocab(), max(data.vocab_size, 1))
+    knowledge = knowledge_masking(config, data.tokenizer, specials) if objective.masking_units else None
     train, validation = get_objective(objective.kind).sources(
-        data.train, data.validation, objective, specials, config.seed, word_table
+        data.train, data.validation, objective, specials, config.seed, word_table, knowledge
     )
     if train.num_examples == 0:
         raise ConfigError(
@@ -143,6 +145,29 @@ def example_sources(
             f"seq_len={objective.seq_len}; use more text or a shorter objective.seq_len"
         )
     return train, validation
+
+
+def knowledge_masking(
+    config: TrainConfig, tokenizer: Tokenizer | None, specials: SpecialIds
+) -> KnowledgeMasking:
+    """ERNIE's unit masking for ``objective.masking_units``; the lexicon is read (and refused
+    with its file and line when it does not parse) here, before any training step."""
+    objective = config.objective
+    assert objective.masking_units is not None and specials.mask is not None
+    lexicon = None
+    if objective.entity_lexicon:
+        if tokenizer is None:
+            raise ConfigError("objective.entity_lexicon needs the data's tokenizer to spell the entities")
+        backend = tokenizer.backend
+        lexicon = EntityLexicon.from_source(
+            objective.entity_lexicon,
+            lambda text: backend.encode(text, add_special_tokens=False).ids,
+            specials.unk,
+        )
+    return KnowledgeMasking(
+        objective.masking_units, specials.all(), specials.mask, specials.vocab_size, lexicon,
+        objective.mask_probability, objective.mask_replace, objective.random_replace,
+    )  # fmt: skip
 
 
 def batch_tokens(batch: dict[str, np.ndarray]) -> int:

@@ -11,6 +11,7 @@ stack) and shares one block per layer group across depth.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lmforge.config import Head, ModelConfig
@@ -114,10 +115,54 @@ _POOLED_HEADS = ("base", "pretraining", "sequence_classification")
 # -- configs --------------------------------------------------------------------------------------
 
 
+def _bert_classifier_dropout(hf: dict[str, Any], head: Head, hidden: float) -> float:
+    """The rate before BERT's / RoBERTa's classification layers (QA layers have no dropout before
+    them, which the core knows)."""
+    if head == "pretraining":  # BertPreTrainingHeads: no dropout before seq_relationship
+        return 0.0
+    rate = hf.get("classifier_dropout")
+    return hidden if rate is None else float(rate)
+
+
+def _albert_classifier_dropout(hf: dict[str, Any], head: Head, hidden: float) -> float:
+    rate = hf.get("classifier_dropout_prob", 0.1)  # the SOP and sequence heads use it as is
+    if head == "token_classification" and rate is None:
+        return hidden
+    return 0.1 if rate is None else float(rate)
+
+
+@dataclass(frozen=True)
+class EncoderLayout:
+    """Where the BERT-layout families' transformers classes differ, read by
+    :func:`encoder_config_from_hf`.
+
+    Attributes:
+        pooled_heads: heads whose class has a pooler (RoBERTa's classification head's dense is
+            ours; roberta-base ships no pooler).
+        pooler_dropout: the pooled heads also drop out the pooler's input (RoBERTa).
+        default_rate: the config class's default dropout rates (AlbertConfig 0, others 0.1).
+        classifier_dropout: (config.json, head, hidden rate) -> rate before the classifier.
+    """
+
+    pooled_heads: tuple[str, ...] = _POOLED_HEADS
+    pooler_dropout: bool = False
+    default_rate: float = 0.1
+    classifier_dropout: Callable[[dict[str, Any], Head, float], float] = _bert_classifier_dropout
+
+
+_ROBERTA_LAYOUT = EncoderLayout(pooled_heads=("sequence_classification",), pooler_dropout=True)
+_ALBERT_LAYOUT = EncoderLayout(default_rate=0.0, classifier_dropout=_albert_classifier_dropout)
+
+
 def encoder_config_from_hf(
-    hf: dict[str, Any], head: Head | None, base: dict[str, Any], archs: dict[str, str]
+    hf: dict[str, Any],
+    head: Head | None,
+    base: dict[str, Any],
+    archs: dict[str, str],
+    layout: EncoderLayout = EncoderLayout(),
 ) -> ModelConfig:
-    """Translate the config.json fields the three families share; family fields come in ``base``."""
+    """Translate the config.json fields the BERT-layout families share; family fields come in
+    ``base``, the differences of the transformers classes in ``layout``."""
     family = base["family"]
     head = head or head_from_architectures(hf.get("architectures"), archs, "base")
     act = hf.get("hidden_act") or _ACTIVATIONS_TO_HF[base["activation"]]
@@ -131,11 +176,8 @@ def encoder_config_from_hf(
         )
     if hf.get("is_decoder") or hf.get("add_cross_attention"):
         raise UnsupportedError(f"{family} as a decoder (is_decoder / add_cross_attention) is not supported")
-    pooler = head in _POOLED_HEADS
-    if family == "roberta":  # roberta-base ships no pooler; its classification head's dense is ours
-        pooler = head == "sequence_classification"
-    # BertConfig / RobertaConfig default both rates to 0.1, AlbertConfig to 0.
-    default_rate = 0.0 if family == "albert" else 0.1
+    pooler = head in layout.pooled_heads
+    default_rate = layout.default_rate
     hidden = hf.get("hidden_dropout_prob", default_rate)
     return ModelConfig(
         **{
@@ -152,26 +194,12 @@ def encoder_config_from_hf(
             "tie_embeddings": hf.get("tie_word_embeddings", True),
             "dropout": hidden,  # the embeddings' too
             "attention_dropout": site_rate(hf.get("attention_probs_dropout_prob", default_rate), hidden),
-            "classifier_dropout": site_rate(_classifier_dropout(hf, head, family, hidden), hidden),
-            "pooler_dropout": family == "roberta" and head == "sequence_classification",
+            "classifier_dropout": site_rate(layout.classifier_dropout(hf, head, hidden), hidden),
+            "pooler_dropout": layout.pooler_dropout and pooler,
             "pooler": pooler,
             **common_hf_fields(hf, head, base),
         }
     )
-
-
-def _classifier_dropout(hf: dict[str, Any], head: Head, family: str, hidden: float) -> float:
-    """The rate before the classification layer, as each transformers head class picks it (QA
-    layers have no dropout before them, which the core knows)."""
-    if family == "albert":
-        rate = hf.get("classifier_dropout_prob", 0.1)  # the SOP and sequence heads use it as is
-        if head == "token_classification" and rate is None:
-            return hidden
-        return 0.1 if rate is None else float(rate)
-    if head == "pretraining":  # BertPreTrainingHeads: no dropout before seq_relationship
-        return 0.0
-    rate = hf.get("classifier_dropout")
-    return hidden if rate is None else float(rate)
 
 
 def bert_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> ModelConfig:
@@ -182,7 +210,11 @@ def roberta_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> Mode
     pad = hf.get("pad_token_id")
     pad = 1 if pad is None else pad
     return encoder_config_from_hf(
-        hf, head, {**_ROBERTA, "pad_token_id": pad, "position_offset": pad + 1}, ROBERTA_ARCHITECTURES
+        hf,
+        head,
+        {**_ROBERTA, "pad_token_id": pad, "position_offset": pad + 1},
+        ROBERTA_ARCHITECTURES,
+        _ROBERTA_LAYOUT,
     )
 
 
@@ -194,7 +226,7 @@ def albert_config_from_hf(hf: dict[str, Any], head: Head | None = None) -> Model
         "embedding_size": hf.get("embedding_size", 128),
         "num_layer_groups": hf.get("num_hidden_groups", 1),
     }
-    config = encoder_config_from_hf(hf, head, base, ALBERT_ARCHITECTURES)
+    config = encoder_config_from_hf(hf, head, base, ALBERT_ARCHITECTURES, _ALBERT_LAYOUT)
     _check_albert(config)
     return config
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from lmforge.config import Head, ModelConfig
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_replace_dir, default_permissions
+from lmforge.fileio import atomic_replace_dir, default_permissions, read_json_object
 from lmforge.models.families.registry import family
 from lmforge.models.io.convert import Rule, import_weights
 from lmforge.models.model import TransformerModel
@@ -39,13 +39,7 @@ class LoadedModel:
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; invalid JSON is a :class:`CheckpointError` naming file and line."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, CheckpointError)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
