@@ -67,6 +67,8 @@ def build_workspace(root: Path) -> Path:
             "bert-tiny", vocab_size=tok.vocab_size, head="sequence_classification", num_labels=labels, **small
         )
         lmforge.save(TransformerModel(config), root / name, tok)
+    t5 = preset_config("t5-tiny", head="seq2seq_lm", vocab_size=tok.vocab_size)
+    lmforge.save(TransformerModel(t5), root / "t5", tok)
     bpe = train_tokenizer(texts, TokenizerTrainConfig(kind="bpe", family="gpt2", vocab_size=300))
     gpt = preset_config("gpt2-tiny", head="causal_lm", vocab_size=len(bpe), **small)
     lmforge.save(TransformerModel(gpt), root / "gpt", bpe)
@@ -304,6 +306,35 @@ CASES = [
         "evaluate --model {ws}/nowhere --data {ws}/train.csv --out {ws}/ev",
         1,
         ("nowhere",),
+    ),
+]
+
+# -- compression verbs (issue 17): every setting is checked before the output folder exists
+QUANT = "quantize {ws}/clf2 --out {ws}/q"
+CASES += [
+    Case("quantize-unknown-method", QUANT + " --method int3", 1, ("--method", "int3")),
+    Case("quantize-group-size-int8", QUANT + " --method int8 --group-size 64", 1, ("--group-size", "int8")),
+    Case("quantize-group-size-choice", QUANT + " --method int4-wo --group-size 48", 1, ("--group-size 48",)),
+    Case(
+        "quantize-group-size-not-dividing",
+        "quantize {ws}/gpt --out {ws}/q --method int4-wo --group-size 64",
+        1,
+        ("--group-size 64", "does not divide", "32"),
+    ),
+    Case("quantize-gptq-no-calibration", QUANT + " --method gptq-int4", 1, ("--calibration",)),
+    Case(
+        "quantize-gptq-encoder-decoder",
+        "quantize {ws}/t5 --out {ws}/q --method gptq-int4 --calibration {ws}/corpus.txt",
+        1,
+        ("t5", "encoder-decoder", "int4-wo"),
+    ),
+    Case("quantize-out-file", "quantize {ws}/clf2 --out {ws}/afile --method int8", 1, ("--out", "afile")),
+    Case("quantize-missing-model", "quantize {ws}/nowhere --out {ws}/q --method int8", 1, ("nowhere",)),
+    Case(
+        "quantize-eval-file-without-fit",
+        QUANT + " --method int8 --eval-data {ws}/train.csv",
+        1,
+        ("--eval-data", "--fit-data"),
     ),
 ]
 

@@ -22,6 +22,7 @@ from lmforge.cli.info import convert, info
 from lmforge.cli.init import init_cmd
 from lmforge.cli.pretrain import pretrain
 from lmforge.cli.prompt import prompt_cmd
+from lmforge.cli.quantize import quantize_cmd
 from lmforge.cli.quickstart import quickstart
 from lmforge.cli.tokenizer import tokenizer_train
 from lmforge.cli.tune import tune_cmd
@@ -85,6 +86,7 @@ app.command("compare")(compare_cmd)
 app.command("finetune")(finetune_cmd)
 app.command("tune")(tune_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("quantize")(quantize_cmd)
 
 
 def main(args: Sequence[str] | None = None) -> None:

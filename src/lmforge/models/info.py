@@ -9,6 +9,7 @@ import torch
 
 from lmforge.models import TransformerModel
 from lmforge.models.families.registry import presets
+from lmforge.models.model import parameter_bytes
 
 __all__ = ["model_info"]
 
@@ -23,7 +24,8 @@ def model_info(name: str) -> dict[str, Any]:
 
     Returns:
         ``name``, ``source``, ``family``, ``head``, ``num_parameters``, the shape fields of the
-        config, ``dtype`` and ``memory_bytes`` (parameters x element size).
+        config, ``dtype``, ``memory_bytes`` (parameters x element size; a quantized model's
+        tensors at their own sizes) and ``quantization`` (the method, or None).
     """
     if name in presets() and not Path(name).exists():
         config = presets()[name].preset(name)
@@ -39,6 +41,7 @@ def model_info(name: str) -> dict[str, Any]:
         model, config, source = bundle.model, bundle.config, bundle.source
         dtype = next(model.parameters()).dtype
     num_parameters = model.num_parameters()
+    quantization = config.extra.get("quantization")
     return {
         "name": name,
         "source": source,
@@ -58,5 +61,9 @@ def model_info(name: str) -> dict[str, Any]:
         "norm": config.norm,
         "tie_embeddings": config.tie_embeddings,
         "dtype": str(dtype).removeprefix("torch."),
-        "memory_bytes": num_parameters * torch.tensor([], dtype=dtype).element_size(),
+        # Quantized weights are buffers of their own dtypes: count every tensor's bytes then.
+        "memory_bytes": parameter_bytes(model)
+        if quantization
+        else num_parameters * torch.tensor([], dtype=dtype).element_size(),
+        "quantization": quantization.get("method") if quantization else None,
     }

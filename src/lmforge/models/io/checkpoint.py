@@ -1,7 +1,9 @@
 """Load any model source, and save lmforge checkpoints.
 
 An lmforge checkpoint is a directory with ``model.safetensors``, ``config.json`` (the
-:class:`ModelConfig` under the ``"lmforge"`` key) and the tokenizer files. :func:`load` also reads
+:class:`ModelConfig` under the ``"lmforge"`` key) and the tokenizer files. A quantized checkpoint
+names its quantized modules in ``config.extra["quantization"]`` and holds their int8 / int4
+tensors (:mod:`lmforge.models.quantized`). :func:`load` also reads
 transformers directories (:mod:`~lmforge.models.io.hf`), GGUF files
 (:mod:`~lmforge.models.io.gguf`) and installed model assets.
 """
@@ -15,7 +17,7 @@ import torch
 
 from lmforge.assets import asset_path, get_asset, list_assets
 from lmforge.config import Head, ModelConfig
-from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.errors import CheckpointError, LmforgeError, UnsupportedError
 from lmforge.fileio import interrupted_replace
 from lmforge.models.families.registry import FAMILIES, family
 from lmforge.models.io.build import (
@@ -25,13 +27,16 @@ from lmforge.models.io.build import (
     head_overrides,
     loaded_model,
     read_json,
+    read_weights,
     save_model_dir,
+    tokenizer_from_dir,
     write_model_files,
 )
 from lmforge.models.io.convert import Rule, rule
 from lmforge.models.io.gguf import load_gguf
 from lmforge.models.io.hf import load_hf
 from lmforge.models.model import TransformerModel
+from lmforge.models.quantized import build_quantized_model
 from lmforge.tokenizers import Tokenizer
 from lmforge.version import __version__
 
@@ -98,6 +103,13 @@ def _load_lmforge(path: Path, raw: dict[str, Any], head: Head | None, num_labels
     defaults = family(saved["family"]).defaults if saved.get("family") in FAMILIES else {}
     config = ModelConfig.from_dict({**defaults, **saved}, source=str(path / CONFIG_NAME))
     config, optional = head_overrides(config, head, num_labels)
+    if config.extra.get("quantization"):
+        if optional:
+            raise UnsupportedError(
+                f"{path}: a quantized checkpoint keeps its head; change the head before quantizing"
+            )
+        model = build_quantized_model(config, read_weights(path), str(path / WEIGHTS_NAME))
+        return LoadedModel(model, tokenizer_from_dir(path), config, str(path))
     return loaded_model(path, config, _identity_rules(config), ("",), optional)
 
 
