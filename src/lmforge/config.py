@@ -92,6 +92,10 @@ class ModelConfig:
     embedding_norm: bool = False
     tie_embeddings: bool = True
     num_layer_groups: int | None = None  # ALBERT cross-layer sharing; None: no sharing
+    # Structured pruning (lmforge prune) leaves layers of their own widths: per layer of the main
+    # stack, its attention heads (MHA) and its MLP width; None: num_heads / intermediate_size.
+    layer_num_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
     # Encoder-decoder (T5)
     num_decoder_layers: int | None = None
     decoder_start_token_id: int | None = None
@@ -149,6 +153,7 @@ class ModelConfig:
             if rate is not None and not (isinstance(rate, int | float) and 0 <= rate < 1):
                 raise ConfigError(f"config field {name!r} must be a probability in [0, 1), got {rate!r}")
         self._check_attention_layers()
+        self._check_layer_widths()
         if self.num_layer_groups is not None and self.num_layers % self.num_layer_groups:
             raise ConfigError(
                 f"num_layers {self.num_layers} is not a multiple of num_layer_groups {self.num_layer_groups}"
@@ -183,6 +188,47 @@ class ModelConfig:
                 "config field 'attention_layers' has local layers but 'local_window' is not set"
             )
         self.attention_layers = kinds
+
+    def _check_layer_widths(self) -> None:
+        for name in ("layer_num_heads", "layer_intermediate_sizes"):
+            widths = getattr(self, name)
+            if widths is None:
+                continue
+            widths = list(widths)
+            if len(widths) != self.num_layers or not all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+            ):
+                raise ConfigError(
+                    f"config field {name!r} must hold {self.num_layers} positive integers (one per layer), "
+                    f"got {widths!r}"
+                )
+            if self.num_layer_groups is not None or self.num_decoder_layers is not None:
+                raise ConfigError(
+                    f"config field {name!r}: per-layer widths need one stack of distinct layers "
+                    "(no num_layer_groups, no decoder stack)"
+                )
+            setattr(self, name, widths)
+        if self.layer_num_heads is not None and self.num_kv_heads != self.num_heads:
+            raise ConfigError(
+                "config field 'layer_num_heads' needs multi-head attention (num_kv_heads = num_heads)"
+            )
+
+    def layer_config(self, index: int) -> ModelConfig:
+        """The config of layer ``index`` of the main stack: this one, with that layer's heads and
+        MLP width when the model was pruned to per-layer widths."""
+        if self.layer_num_heads is None and self.layer_intermediate_sizes is None:
+            return self
+        heads = self.num_heads if self.layer_num_heads is None else self.layer_num_heads[index]
+        kv_heads = self.num_kv_heads if self.layer_num_heads is None else heads  # per-layer heads are MHA
+        inner = (
+            self.intermediate_size
+            if self.layer_intermediate_sizes is None
+            else self.layer_intermediate_sizes[index]
+        )
+        return self.replace(
+            num_heads=heads, num_kv_heads=kv_heads, intermediate_size=inner,
+            layer_num_heads=None, layer_intermediate_sizes=None,
+        )  # fmt: skip
 
     def layer_windows(self) -> list[int | None]:
         """Per layer, the sliding window of its self-attention, or None for full (global) attention."""

@@ -311,6 +311,7 @@ CASES = [
 
 # -- compression verbs (issue 17): every setting is checked before the output folder exists
 QUANT = "quantize {ws}/clf2 --out {ws}/q"
+DISTILL = "distill --teacher {ws}/clf2 --data {ws}/train.csv"
 CASES += [
     Case("quantize-unknown-method", QUANT + " --method int3", 1, ("--method", "int3")),
     Case("quantize-group-size-int8", QUANT + " --method int8 --group-size 64", 1, ("--group-size", "int8")),
@@ -336,6 +337,42 @@ CASES += [
         1,
         ("--eval-data", "--fit-data"),
     ),
+    Case(
+        "prune-heads-1",
+        "prune {ws}/clf2 --out {ws}/p --heads 1 --data {ws}/train.csv",
+        1,
+        ("--heads", "[0, 1)"),
+    ),
+    Case(
+        "prune-magnitude-negative",
+        "prune {ws}/clf2 --out {ws}/p --magnitude -0.2",
+        1,
+        ("--magnitude", "-0.2"),
+    ),
+    Case("prune-nothing", "prune {ws}/clf2 --out {ws}/p", 1, ("nothing to prune",)),
+    Case("prune-structured-without-data", "prune {ws}/clf2 --out {ws}/p --ffn 0.5", 1, ("--data",)),
+    Case(
+        "prune-heads-of-a-decoder",
+        "prune {ws}/gpt --out {ws}/p --heads 0.5 --data {ws}/train.csv",
+        1,
+        ("--heads", "decoder", "--ffn"),
+    ),
+    Case("prune-out-file", "prune {ws}/clf2 --out {ws}/afile --magnitude 0.5", 1, ("--out", "afile")),
+    Case("distill-no-student", DISTILL + " --out {ws}/d", 1, ("--student", "--student-layers")),
+    Case(
+        "distill-temperature-0",
+        DISTILL + " --out {ws}/d --student-layers 1 --temperature 0",
+        1,
+        ("--temperature",),
+    ),
+    Case("distill-alpha", DISTILL + " --out {ws}/d --student-layers 1 --alpha 2", 1, ("--alpha", "[0, 1]")),
+    Case(
+        "distill-student-vocabulary",
+        DISTILL + " --out {ws}/d --student {ws}/gpt",
+        1,
+        ("--student", "vocabulary"),
+    ),
+    Case("distill-out-file", DISTILL + " --out {ws}/afile --student-layers 1", 1, ("--out", "afile")),
 ]
 
 # A representative row of each kind, run as a real process.

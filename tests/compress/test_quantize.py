@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -133,35 +132,13 @@ def test_gptq_refuses_an_encoder_decoder_model(tmp_path: Path) -> None:
         quantize_model(model, QuantizeConfig("gptq-int4", 32, calibration=("x.txt",)))
 
 
-def test_an_int8_classifier_report_tracks_calibration(tmp_path: Path) -> None:
+def test_an_int8_classifier_report_tracks_calibration(classifier: Path, tmp_path: Path) -> None:
     """`quantize --eval-data` reports accuracy / ECE (+ floor) / NLL before, after and recalibrated,
     and saves the compressed model's calibrator so lmforge.load returns calibrated probabilities."""
     from lmforge.compress.report import EvalData
-    from lmforge.tokenizers.train import TokenizerTrainConfig, train_tokenizer
 
-    rng = np.random.default_rng(0)
-    words = ["good", "great", "fine", "bad", "awful", "dull", "the", "film", "plot", "was"]
-    rows = []
-    for i in range(160):
-        label = i % 2
-        pool = words[:3] if label else words[3:6]
-        rows.append((" ".join(rng.choice(pool + words[6:], 6)), label))
-    for name, part in (("train", rows[:80]), ("test", rows[80:])):
-        lines = ["text,label", *(f"{t},{'pos' if y else 'neg'}" for t, y in part)]
-        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tokenizer = train_tokenizer(
-        [t for t, _ in rows], TokenizerTrainConfig(kind="wordpiece", vocab_size=60, lowercase=True)
-    )
-    torch.manual_seed(0)
-    config = preset_config(
-        "bert-tiny", vocab_size=tokenizer.vocab_size, head="sequence_classification", hidden_size=32,
-        num_heads=2, intermediate_size=64, max_positions=32,
-    )  # fmt: skip
-    model = TransformerModel(config)
-    model.config.extra.update(id2label=["neg", "pos"], task="classification", max_length=16)
-    lmforge.save(model, tmp_path / "clf", tokenizer)
     data = EvalData(tmp_path / "test.csv", fit_data=tmp_path / "train.csv", split="test", fit_split="train")
-    report = quantize(tmp_path / "clf", tmp_path / "q", QuantizeConfig("int8"), data)
+    report = quantize(classifier, tmp_path / "q", QuantizeConfig("int8"), data)
     calibration = report["calibration"]
     for name in ("before", "after"):
         for kind in ("raw", "recalibrated"):
@@ -173,4 +150,4 @@ def test_an_int8_classifier_report_tracks_calibration(tmp_path: Path) -> None:
     loaded = lmforge.load(tmp_path / "q")
     assert loaded.calibrator is not None
     assert loaded.calibrator.temperature == pytest.approx(calibration["after"]["temperature"])  # type: ignore[attr-defined]
-    assert report["file_bytes"] < 0.5 * (tmp_path / "clf" / "model.safetensors").stat().st_size
+    assert report["file_bytes"] < 0.5 * (classifier / "model.safetensors").stat().st_size

@@ -15,6 +15,7 @@ from lmforge.cli.assets import assets_check, assets_list, assets_path
 from lmforge.cli.baseline import baseline_cmd, compare_cmd
 from lmforge.cli.calibrate import calibrate_cmd
 from lmforge.cli.data import data_prepare
+from lmforge.cli.distill import distill_cmd
 from lmforge.cli.errors import run_with_error_path
 from lmforge.cli.evaluate import evaluate_cmd
 from lmforge.cli.finetune import finetune_cmd
@@ -22,6 +23,7 @@ from lmforge.cli.info import convert, info
 from lmforge.cli.init import init_cmd
 from lmforge.cli.pretrain import pretrain
 from lmforge.cli.prompt import prompt_cmd
+from lmforge.cli.prune import prune_cmd
 from lmforge.cli.quantize import quantize_cmd
 from lmforge.cli.quickstart import quickstart
 from lmforge.cli.tokenizer import tokenizer_train
@@ -87,6 +89,8 @@ app.command("finetune")(finetune_cmd)
 app.command("tune")(tune_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("quantize")(quantize_cmd)
+app.command("prune")(prune_cmd)
+app.command("distill")(distill_cmd)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -82,7 +82,9 @@ class TransformerStack(nn.Module):
         self.num_layers = num_layers
         self.causal = causal
         unique = config.num_layer_groups or num_layers
-        self.layers = nn.ModuleList(Block(config, cross_attention) for _ in range(unique))
+        # A pruned model's layers have their own widths (config.layer_config); the decoder stack of
+        # an encoder-decoder never has them (the config refuses).
+        self.layers = nn.ModuleList(Block(config.layer_config(i), cross_attention) for i in range(unique))
         # The decoder of an encoder-decoder always attends globally (config.causal is the encoder's).
         self.windows = config.layer_windows() if causal and not cross_attention else [None] * num_layers
         self.final_norm = make_norm(config) if config.final_norm and config.norm_position == "pre" else None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Head
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.models.families.registry import family, family_for_hf
 from lmforge.models.io.build import CONFIG_NAME, LoadedModel, head_overrides, loaded_model, save_model_dir
 from lmforge.models.io.convert import export_weights
@@ -42,6 +42,11 @@ def save_hf(model: TransformerModel, path: str | Path, tokenizer: Tokenizer | No
     whole: nothing of what ``path`` held before survives, and a crash leaves the old or the new.
     """
     config = model.config
+    if config.extra.get("quantization") or config.layer_num_heads or config.layer_intermediate_sizes:
+        what = "quantized" if config.extra.get("quantization") else "pruned to per-layer widths"
+        raise UnsupportedError(
+            f"this model is {what}, which a transformers config cannot describe; save it as an lmforge checkpoint"
+        )
     spec = family(config.family)
     weights = export_weights(model.state_dict(), spec.hf_weight_rules(config))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
