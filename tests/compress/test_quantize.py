@@ -10,10 +10,10 @@ import torch
 
 import lmforge
 from lmforge.compress import QuantizeConfig, quantize, quantize_model
-from lmforge.compress.gptq import gptq_quantize_weight
+from lmforge.compress.gptq import gptq_quantize_weight, gptq_quantize_weight_int8
 from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.models import TransformerModel, preset_config
-from lmforge.models.quantized import dequantize_int4, int4_group_params, quantize_int4
+from lmforge.models.quantized import dequantize_int4, int4_group_params, quantize_int4, quantize_int8_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,6 +57,28 @@ def test_gptq_equals_the_unbatched_definition() -> None:
     assert (codes != reference).float().mean() < 0.002
 
 
+def test_gptq_int8_equals_the_unbatched_definition_and_beats_rounding() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(16, 256) * 0.05
+    weight[0, 3] = 0.9  # an outlier widens row 0's grid: rounding loses most there
+    x = _correlated_inputs(800, 256, seed=2)
+    hessian = x.double().T @ x.double()
+    q, scale = gptq_quantize_weight_int8(weight, hessian)
+    step = scale.double()
+    w = weight.double().clone()
+    h = hessian + 0.01 * torch.diag(hessian).mean() * torch.eye(256, dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.linalg.inv(h), upper=True)
+    reference = torch.zeros_like(w)
+    for i in range(256):
+        reference[:, i] = torch.round(w[:, i] / step).clamp(-127, 127)
+        w[:, i:] -= ((w[:, i] - reference[:, i] * step) / u[i, i])[:, None] * u[i, i:][None, :]
+    assert (q.double() != reference).double().mean() < 0.002
+    rtn, rtn_scale = quantize_int8_rows(weight)
+    gptq_error = (x @ (q.float() * scale[:, None] - weight).T).pow(2).mean()
+    rtn_error = (x @ (rtn.float() * rtn_scale[:, None] - weight).T).pow(2).mean()
+    assert gptq_error < 0.8 * rtn_error
+
+
 def test_gptq_reconstructs_the_layer_output_better_than_rounding_to_nearest() -> None:
     torch.manual_seed(1)
     weight = torch.randn(32, 128) * 0.05
@@ -88,11 +110,14 @@ def _tiny_llama(tmp_path: Path) -> Path:
     return tmp_path / "llama"
 
 
-def test_gptq_int4_end_to_end_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("method", "group_size"), [("gptq-int4", 32), ("gptq-int8", None)])
+def test_gptq_end_to_end_writes_a_loadable_checkpoint(
+    method: str, group_size: int | None, tmp_path: Path
+) -> None:
     model = _tiny_llama(tmp_path)
     config = QuantizeConfig(
-        "gptq-int4",
-        32,
+        method,
+        group_size,
         calibration=(str(tmp_path / "calib.txt"),),
         calibration_samples=8,
         calibration_length=16,
@@ -113,7 +138,7 @@ def test_gptq_int4_end_to_end_writes_a_loadable_checkpoint(tmp_path: Path) -> No
 def test_settings_are_checked_before_anything_is_written(tmp_path: Path) -> None:
     model = _tiny_llama(tmp_path)
     cases = [
-        (QuantizeConfig("int3"), ConfigError, "choose one of int8, int8-wo, int4-wo, gptq-int4"),
+        (QuantizeConfig("int3"), ConfigError, "choose one of int8, int8-wo, int4-wo, gptq-int4, gptq-int8"),
         (QuantizeConfig("int8", 64), ConfigError, "--group-size applies to int4-wo and gptq-int4"),
         (QuantizeConfig("int4-wo", 48), ConfigError, "--group-size 48"),
         (QuantizeConfig("int4-wo", 128), ConfigError, "does not divide the input width 64"),

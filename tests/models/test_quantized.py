@@ -184,3 +184,30 @@ def test_a_quantized_checkpoint_with_a_tensor_missing_is_refused(tmp_path: Path)
     save_file(weights, str(tmp_path / "q" / "model.safetensors"))
     with pytest.raises(CheckpointError, match="missing stack.layers.0.mlp.up_proj.weight_scale"):
         lmforge.load(tmp_path / "q")
+
+
+@pytest.mark.parametrize("method", ["int8-wo", "int4-wo"])
+def test_a_quantized_lm_head_loads_back_and_the_embedding_stays_float(method: str, tmp_path: Path) -> None:
+    from lmforge.compress import QuantizeConfig, quantize_model
+
+    torch.manual_seed(0)
+    config = preset_config(
+        "llama-tiny",
+        head="causal_lm",
+        vocab_size=96,
+        hidden_size=64,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        num_layers=1,
+    )
+    model = TransformerModel(config).eval()
+    table = model.embeddings.token.weight.detach().clone()
+    quantize_model(model, QuantizeConfig(method, 32 if method == "int4-wo" else None, lm_head=True))
+    assert "lm_head.decoder" in model.config.extra["quantization"]["linears"]
+    lmforge.save(model, tmp_path / "q")
+    back = lmforge.load(tmp_path / "q").model
+    assert torch.equal(back.embeddings.token.weight, table)
+    assert not any(name.startswith("lm_head.") for name, _ in back.named_parameters())
+    ids = torch.randint(0, 96, (1, 6))
+    assert torch.equal(back(ids).logits, model(ids).logits)

@@ -22,7 +22,10 @@ from lmforge.cli.options import ThreadsOption, comma_list
 def quantize_cmd(
     model: Annotated[str, typer.Argument(help="Model to quantize (checkpoint dir, asset, .gguf ...).")],
     method: Annotated[
-        str, typer.Option("--method", help="int8 (dynamic, CPU encoders) | int8-wo | int4-wo | gptq-int4.")
+        str,
+        typer.Option(
+            "--method", help="int8 (dynamic, CPU encoders) | int8-wo | int4-wo | gptq-int4 | gptq-int8."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     group_size: Annotated[
@@ -31,16 +34,19 @@ def quantize_cmd(
     calibration: Annotated[
         str | None,
         typer.Option(
-            "--calibration", help="gptq-int4: calibration text files or corpus assets (comma-separated)."
+            "--calibration", help="GPTQ methods: calibration text files or corpus assets (comma-separated)."
         ),
     ] = None,
     calibration_samples: Annotated[
-        int, typer.Option("--calibration-samples", help="gptq-int4: calibration sequences.")
+        int, typer.Option("--calibration-samples", help="GPTQ: calibration sequences.")
     ] = 32,
     calibration_length: Annotated[
-        int, typer.Option("--calibration-length", help="gptq-int4: tokens per sequence.")
+        int, typer.Option("--calibration-length", help="GPTQ: tokens per sequence.")
     ] = 256,
-    damp: Annotated[float, typer.Option("--damp", help="gptq-int4: Hessian damping.")] = 0.01,
+    damp: Annotated[float, typer.Option("--damp", help="GPTQ: Hessian damping.")] = 0.01,
+    lm_head: Annotated[
+        bool, typer.Option("--lm-head", help="Also quantize the LM head (decoders: faster decoding).")
+    ] = False,
     keep_embeddings: Annotated[
         bool, typer.Option("--keep-embeddings", help="int8: leave the token table in float.")
     ] = False,
@@ -56,8 +62,9 @@ def quantize_cmd(
     from lmforge.compress import QuantizeConfig, quantize
 
     config = QuantizeConfig(
-        method, group_size, not keep_embeddings, tuple(comma_list(calibration)), calibration_samples,
-        calibration_length, damp, threads,
+        method, group_size, embeddings=not keep_embeddings, calibration=tuple(comma_list(calibration)),
+        lm_head=lm_head, calibration_samples=calibration_samples, calibration_length=calibration_length,
+        damp=damp, threads=threads,
     )  # fmt: skip
     evaluation = eval_data(eval_data_, eval_split, fit_data, fit_split, eval_limit)
     report = quantize(model, out, config, evaluation)

@@ -7,8 +7,8 @@ Methods (the layers are in :mod:`lmforge.models.quantized`):
   unless an LM head shares it.
 - ``int8-wo``: int8 per-channel weights, bf16 activations: weight-only, for decoders.
 - ``int4-wo``: 4-bit group-wise weights (``--group-size`` 32 / 64 / 128) rounded to nearest.
-- ``gptq-int4``: the same format with codes chosen by GPTQ (:mod:`lmforge.compress.gptq`) on a
-  small calibration text.
+- ``gptq-int4`` / ``gptq-int8``: the int4-wo / int8-wo formats with codes chosen by GPTQ
+  (:mod:`lmforge.compress.gptq`) on a small calibration text.
 
 The quantized linears are those of the Transformer blocks (and ALBERT's embedding projection);
 task heads, the LM head and norms stay in float: they are a small share of the weights and the
@@ -55,10 +55,12 @@ class QuantizeConfig:
         method: one of :data:`lmforge.models.quantized.METHODS`.
         group_size: int4 methods: input columns per grid (32, 64 or 128; default 64).
         embeddings: ``int8``: also quantize the token table (when no LM head reads it).
-        calibration: ``gptq-int4``: text files or corpus assets (``web-bible``) to calibrate on.
-        calibration_samples: ``gptq-int4``: sequences of ``calibration_length`` tokens used.
+        lm_head: also quantize the LM head's projection (round to nearest): decoding reads it for
+            every token, so it is a large share of the time; a tied embedding table stays float.
+        calibration: GPTQ methods: text files or corpus assets (``web-bible``) to calibrate on.
+        calibration_samples: GPTQ: sequences of ``calibration_length`` tokens used.
         calibration_length: tokens per calibration sequence.
-        damp: ``gptq-int4``: Hessian damping as a share of its mean diagonal.
+        damp: GPTQ: Hessian damping as a share of its mean diagonal.
         threads: torch CPU threads (``None``: torch's default).
     """
 
@@ -66,6 +68,7 @@ class QuantizeConfig:
     group_size: int | None = None
     embeddings: bool = True
     calibration: tuple[str, ...] = ()
+    lm_head: bool = False
     calibration_samples: int = 32
     calibration_length: int = 256
     damp: float = 0.01
@@ -79,7 +82,7 @@ class QuantizeConfig:
         """Refuse bad settings before anything is read or written."""
         if self.method not in METHODS:
             raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.method in ("int8", "int8-wo"):
+        if self.method in ("int8", "int8-wo", "gptq-int8"):
             if self.group_size is not None:
                 raise ConfigError(
                     f"--group-size applies to int4-wo and gptq-int4; {self.method} has one scale per "
@@ -89,15 +92,17 @@ class QuantizeConfig:
             raise ConfigError(
                 f"--group-size {self.group_size}: choose one of {', '.join(map(str, GROUP_SIZES))}"
             )
-        if self.method == "gptq-int4":
+        if self.method.startswith("gptq"):
             if not self.calibration:
-                raise ConfigError("--method gptq-int4 needs --calibration TEXT (a text file or web-bible)")
+                raise ConfigError(
+                    f"--method {self.method} needs --calibration TEXT (a text file or web-bible)"
+                )
             if self.calibration_samples < 1 or self.calibration_length < 8:
                 raise ConfigError("--calibration-samples must be >= 1 and --calibration-length >= 8")
             if not 0 < self.damp < 1:
                 raise ConfigError(f"--damp {self.damp}: must be in (0, 1)")
         elif self.calibration:
-            raise ConfigError(f"--calibration is only used by gptq-int4, not {self.method}")
+            raise ConfigError(f"--calibration is only used by the GPTQ methods, not {self.method}")
 
 
 def quantizable_linears(model: TransformerModel) -> list[str]:
@@ -123,14 +128,17 @@ def check_supported(model: TransformerModel, config: QuantizeConfig, source: str
             f"--method int8 needs torch's fbgemm engine (x86 CPUs); this torch has {', '.join(engines)}. "
             "Use --method int8-wo"
         )
-    if config.method == "gptq-int4" and (model.decoder is not None or model.config.num_layer_groups):
+    if config.method.startswith("gptq") and (model.decoder is not None or model.config.num_layer_groups):
         kind = "an encoder-decoder" if model.decoder is not None else "a layer-sharing (ALBERT)"
         raise UnsupportedError(
-            f"{source}: gptq-int4 calibrates one stack of distinct blocks; {model.config.family} is {kind} "
-            "model. Use --method int4-wo"
+            f"{source}: {config.method} calibrates one stack of distinct blocks; {model.config.family} is {kind} "
+            f"model. Use --method {'int4-wo' if config.method == 'gptq-int4' else 'int8-wo'}"
         )
     if config.group_size is not None and config.method in ("int4-wo", "gptq-int4"):
-        for name in quantizable_linears(model):
+        names = quantizable_linears(model) + (
+            ["lm_head.decoder"] if config.lm_head and model.lm_head is not None else []
+        )
+        for name in names:
             linear = model.get_submodule(name)
             assert isinstance(linear, nn.Linear)
             check_group_size(config.group_size, linear.in_features, name)
@@ -175,7 +183,7 @@ def quantize_model(
     Args:
         model: a float model.
         config: the method and its settings (validated here).
-        tokenizer: ``gptq-int4``: tokenises the calibration text.
+        tokenizer: GPTQ: tokenises the calibration text.
 
     Returns:
         The quantization spec (method, group size, quantized module names).
@@ -183,10 +191,9 @@ def quantize_model(
     config.validate()
     check_supported(model, config, "model")
     model.to("cpu", torch.float32).eval()
-    if config.method == "gptq-int4":
+    if config.method.startswith("gptq"):
         if tokenizer is None:
-            raise ConfigError("gptq-int4 needs the model's tokenizer for its calibration text")
-        assert config.group_size is not None
+            raise ConfigError(f"{config.method} needs the model's tokenizer for its calibration text")
         from lmforge.compress.gptq import gptq_quantize_stack
 
         batches = calibration_batches(
@@ -194,9 +201,14 @@ def quantize_model(
         )
         done = set(gptq_quantize_stack(model, batches, config.group_size, config.damp))
         rest = [name for name in quantizable_linears(model) if name not in done]  # e.g. ALBERT's projection
-        _round_to_nearest(model, rest, "int4-wo", config.group_size)
+        _round_to_nearest(model, rest, "int4-wo" if config.group_size else "int8-wo", config.group_size)
     else:
         _round_to_nearest(model, quantizable_linears(model), config.method, config.group_size)
+    if config.lm_head:
+        if model.lm_head is None:
+            raise ConfigError("--lm-head: this model has no LM head")
+        method = {"gptq-int4": "int4-wo", "gptq-int8": "int8-wo"}.get(config.method, config.method)
+        _round_to_nearest(model, ["lm_head.decoder"], method, config.group_size)
     if config.method == "int8" and config.embeddings and model.lm_head is None:
         set_module(model, "embeddings.token", Int8Embedding.from_float(model.embeddings.token))
     spec = quantization_spec(model, config.method, config.group_size)

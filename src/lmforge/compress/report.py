@@ -6,18 +6,16 @@ ECE with its noise floor (the ECE a perfectly calibrated model with the same con
 show on this many examples, :func:`lmforge.metrics.calibration.ece_noise_floor`) and NLL, raw
 and after recalibrating with the calibrate stage (temperature scaling fitted on a held-out split,
 applied to the test split), plus the share of test predictions the two models agree on.
+Size and speed are measured by ``bench/compress.py``.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lmforge.calibrate.base import Calibrator, softmax
 from lmforge.calibrate.registry import get_calibrator
@@ -38,7 +36,6 @@ __all__ = [
     "calibration_metrics",
     "classifier_logits",
     "compression_report",
-    "examples_per_second",
 ]
 
 
@@ -145,22 +142,3 @@ def compression_report(
         "agreement": float(np.mean(first_predictions == second_predictions)),
     }
     return report, calibrator
-
-
-@torch.inference_mode()
-def examples_per_second(
-    model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], repeats: int = 3
-) -> float:
-    """Forward passes per second over ``batches``, in examples: the best of ``repeats`` timed
-    rounds after one warm-up round (the best, because load from other processes only slows a round)."""
-    model.eval()
-    count = sum(int(b["input_ids"].shape[0]) for b in batches)
-    for batch in batches[:1]:
-        model(**batch)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for batch in batches:
-            model(**batch)
-        best = min(best, time.perf_counter() - start)
-    return count / best

@@ -57,8 +57,9 @@ __all__ = [
     "unpack_int4",
 ]
 
-#: Quantization methods: dynamic int8, weight-only int8, weight-only int4 round-to-nearest / GPTQ.
-METHODS = ("int8", "int8-wo", "int4-wo", "gptq-int4")
+#: Quantization methods: dynamic int8, weight-only int8 and int4, each weight-only one rounded to
+#: nearest or by GPTQ.
+METHODS = ("int8", "int8-wo", "int4-wo", "gptq-int4", "gptq-int8")
 #: Group sizes of the int4 methods (input columns sharing a scale and minimum).
 GROUP_SIZES = (32, 64, 128)
 _TINY = 1e-12  # a scale floor: an all-zero row or group still gets a usable scale
@@ -382,6 +383,7 @@ LINEAR_CLASSES: dict[str, type[_QuantizedLinear]] = {
     "int8-wo": Int8WeightOnlyLinear,
     "int4-wo": Int4WeightOnlyLinear,
     "gptq-int4": Int4WeightOnlyLinear,
+    "gptq-int8": Int8WeightOnlyLinear,
 }
 
 
@@ -475,5 +477,6 @@ def build_quantized_model(config: ModelConfig, weights: dict[str, Tensor], sourc
                 f"{source}: {name} is {tensor.dtype} {tuple(tensor.shape)}, expected {want.dtype} {tuple(want.shape)}"
             )
     model.load_state_dict(weights, strict=False)
-    model.tie_weights()
+    if isinstance(model.lm_head.decoder if model.lm_head is not None else None, nn.Linear):
+        model.tie_weights()  # a quantized LM head has its own int weights; the embedding stays float
     return model
