@@ -7,17 +7,15 @@ changed on disk."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from finetune_utils import make_workspace
 from pretrain_utils import train_losses
+from run_utils import error_line, hashes, history, run_cli
 
 from lmforge.data import TaskDataConfig
 from lmforge.train.checkpoint import list_checkpoints, verify_checkpoint
@@ -42,43 +40,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _finetune(workspace: Path, run: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    data = ["--model", str(workspace / "tiny"), "--data", str(workspace / "train.csv")]
-    command = [
-        sys.executable,
-        "-m",
-        "lmforge.cli",
-        "finetune",
-        *data,
-        "--validation",
-        str(workspace / "val.csv"),
-    ]
-    return subprocess.run(
-        [*command, "--out", str(run), *ARGS, *extra],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=300,
-    )
-
-
-def _hashes(run: Path) -> dict[str, str]:
-    """SHA-256 of every file under the run directory, by relative path."""
-    return {
-        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(run.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line the CLI prints for an lmforge error (and nothing else on stderr)."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    return lines[0]
-
-
-def _history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    return run_cli(
+        "finetune", "--model", str(workspace / "tiny"), "--data", str(workspace / "train.csv"),
+        "--validation", str(workspace / "val.csv"), "--out", str(run), *ARGS, *extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -124,26 +89,26 @@ def test_interrupted_run_resumed_repeats_the_run_bit_for_bit(
     assert report["steps"] == 12 and not report["interrupted"]
     assert train_losses(run) == train_losses(finished)  # exact, not approximate
     for name in ("model.safetensors", "checkpoints/step-00000012/model.safetensors"):
-        assert _hashes(run)[name] == _hashes(finished)[name], name
+        assert hashes(run)[name] == hashes(finished)[name], name
     expected = json.loads((finished / "report.json").read_text())
     assert report["best"] == expected["best"] and report["last_eval"] == expected["last_eval"]
-    assert [h["event"] for h in _history(run)] == ["start", "resume"] and _history(run)[1]["step"] == 6
+    assert [h["event"] for h in history(run)] == ["start", "resume"] and history(run)[1]["step"] == 6
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(workspace: Path, finished: Path) -> None:
-    before = _hashes(finished)
+    before = hashes(finished)
     result = _finetune(workspace, finished, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already complete (12 of 12 steps" in result.stderr and "nothing to do" in result.stderr
     assert "Traceback" not in result.stderr and "12 steps" in result.stdout
-    assert _hashes(finished) == before  # model, checkpoints, metrics, history, report, finetune.json
+    assert hashes(finished) == before  # model, checkpoints, metrics, history, report, finetune.json
 
 
 def test_resume_refuses_fixed_changes_in_one_line(workspace: Path, finished: Path) -> None:
-    before = _hashes(finished)
+    before = hashes(finished)
     result = _finetune(workspace, finished, "--resume", "--max-length", "24", "--seed", "3", "--lr", "0.01")
     assert result.returncode == 1
-    line = _error_line(result)
+    line = error_line(result)
     for change in (
         "max_length 32 → 24",
         "seed 0 → 3",
@@ -151,7 +116,7 @@ def test_resume_refuses_fixed_changes_in_one_line(workspace: Path, finished: Pat
     ):
         assert change in line, line
     assert "fixed for a run" in line and "another --out" in line
-    assert _hashes(finished) == before
+    assert hashes(finished) == before
 
 
 def test_accepted_changes_are_recorded_with_their_step(workspace: Path, copy: Path) -> None:
@@ -163,7 +128,7 @@ def test_accepted_changes_are_recorded_with_their_step(workspace: Path, copy: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from step 12: max_steps 12 → 15, optim.lr 0.003 → 0.004" in result.stderr
     changes = {
-        h["field"]: (h["old"], h["new"], h["step"]) for h in _history(copy) if h["event"] == "config_change"
+        h["field"]: (h["old"], h["new"], h["step"]) for h in history(copy) if h["event"] == "config_change"
     }
     assert changes == {"max_steps": (12, 15, 12), "optim.lr": (0.003, 0.004, 12)}
     assert (copy / "finetune.json").read_bytes() == settings  # the settings the run started with
@@ -174,7 +139,7 @@ def test_accepted_changes_are_recorded_with_their_step(workspace: Path, copy: Pa
 
 
 def test_torn_newest_checkpoint_falls_back_to_the_previous_one(workspace: Path, copy: Path) -> None:
-    before = _hashes(copy)
+    before = hashes(copy)
     losses = train_losses(copy)
     torn = copy / "checkpoints" / "step-00000012"
     trainer_file = torn / "trainer.pt"
@@ -188,7 +153,7 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_one(workspace: Path, 
         f"{torn} is torn (trainer.pt has {size // 2:,} bytes, manifest.json says {size:,}); resuming from "
         "the newest complete checkpoint step-00000009 instead"
     ) in result.stderr
-    after = _hashes(copy)
+    after = hashes(copy)
     # Steps 10-12 trained again from step 9 give the same weights, bit for bit (trainer.pt holds
     # the time the steps took, which differs).
     for name in ("model.safetensors", "checkpoints/step-00000009/trainer.pt",
@@ -197,29 +162,29 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_one(workspace: Path, 
     assert train_losses(copy) == losses
     assert verify_checkpoint(torn) is None
     assert (copy / "checkpoints" / ".torn-step-00000012" / "trainer.pt").stat().st_size == size // 2
-    history = _history(copy)
-    assert history[-1]["event"] == "resume" and history[-1]["checkpoint"] == "step-00000009"
-    assert history[-1]["skipped"][0]["checkpoint"] == "step-00000012"
+    records = history(copy)
+    assert records[-1]["event"] == "resume" and records[-1]["checkpoint"] == "step-00000009"
+    assert records[-1]["skipped"][0]["checkpoint"] == "step-00000012"
 
 
 def test_no_complete_checkpoint_gives_the_command_to_start_over(workspace: Path, copy: Path) -> None:
     for checkpoint in list_checkpoints(copy):
         weights = checkpoint / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
-    before = _hashes(copy)
+    before = hashes(copy)
     result = _finetune(workspace, copy, "--resume")
     assert result.returncode == 1
-    line = _error_line(result)
+    line = error_line(result)
     assert "no complete checkpoint to resume from (step-00000012: model.safetensors has 100 bytes" in line
     assert (
         f"start over with: rm -r {copy / 'checkpoints'}, then your finetune command without --resume" in line
     )
-    assert _hashes(copy) == before
+    assert hashes(copy) == before
 
 
 def test_a_fresh_run_replaces_an_earlier_one(workspace: Path, copy: Path) -> None:
     result = _finetune(workspace, copy, "--max-steps", "4", "--eval-every", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in list_checkpoints(copy)] == ["step-00000002", "step-00000004"]
-    assert [h["event"] for h in _history(copy)] == ["start"]
+    assert [h["event"] for h in history(copy)] == ["start"]
     assert len(train_losses(copy)) == 4 and json.loads((copy / "report.json").read_text())["steps"] == 4

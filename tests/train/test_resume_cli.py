@@ -4,18 +4,16 @@ code, the message and, file by file, that nothing already written changed unless
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from pretrain_utils import prepare_english_data, train_losses
+from run_utils import error_line, hashes, history, run_cli
 
 from lmforge.train.checkpoint import list_checkpoints, verify_checkpoint
 from lmforge.train.config import OptimConfig
@@ -32,30 +30,10 @@ TINY = [
 
 
 def _pretrain(data: Path, run: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "lmforge.cli", "pretrain", "--config", str(RECIPE), "--data", str(data)]
-    return subprocess.run(
-        [*command, "--out", str(run), "--max-steps", "4", *TINY, *extra],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=300,
-    )
-
-
-def _hashes(run: Path) -> dict[str, str]:
-    """SHA-256 of every file under the run directory, by relative path."""
-    return {
-        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(run.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line the CLI prints for an lmforge error (and nothing else on stderr)."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    return lines[0]
+    return run_cli(
+        "pretrain", "--config", str(RECIPE), "--data", str(data), "--out", str(run), "--max-steps", "4",
+        *TINY, *extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +57,7 @@ def copy(tmp_path: Path, finished: Path) -> Path:
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(data: Path, finished: Path) -> None:
-    before = _hashes(finished)
+    before = hashes(finished)
     speed = json.loads((finished / "report.json").read_text())["tokens_per_second"]
     assert isinstance(speed, float) and speed > 0
 
@@ -87,30 +65,30 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(data: Path, finish
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already complete (4 of 4 steps" in result.stderr and "nothing to do" in result.stderr
     assert "Traceback" not in result.stderr and "4 steps, val loss" in result.stdout
-    assert _hashes(finished) == before  # metrics, checkpoints, model/, best/, report.json, config.yaml
+    assert hashes(finished) == before  # metrics, checkpoints, model/, best/, report.json, config.yaml
     assert json.loads((finished / "report.json").read_text())["tokens_per_second"] == speed
 
 
 def test_resume_refuses_model_objective_and_seed_changes_in_one_line(data: Path, finished: Path) -> None:
-    before = _hashes(finished)
+    before = hashes(finished)
     result = _pretrain(data, finished, "--resume", "model.hidden_size=64", "objective.seq_len=16", "seed=3")
     assert result.returncode == 1
-    line = _error_line(result)
+    line = error_line(result)
     for change in ("model.hidden_size 32 → 64", "objective.seq_len 32 → 16", "seed 0 → 3"):
         assert change in line, line
     assert "fixed for a run" in line and "another --out" in line
     assert "size mismatch" not in result.stderr and "load_state_dict" not in result.stderr
-    assert _hashes(finished) == before
+    assert hashes(finished) == before
 
 
 def test_resume_with_a_new_learning_rate_needs_the_flag(data: Path, finished: Path) -> None:
-    before = _hashes(finished)
+    before = hashes(finished)
     result = _pretrain(data, finished, "--resume", "--max-steps", "6", "optim.lr=0.02")
     assert result.returncode == 1
-    line = _error_line(result)
+    line = error_line(result)
     assert "optim.lr 0.002 → 0.02 (only with --allow-config-change)" in line, line
     assert "max_steps" not in line  # a safe change is not refused
-    assert _hashes(finished) == before
+    assert hashes(finished) == before
 
 
 def test_accepted_changes_are_recorded_with_their_step(data: Path, copy: Path) -> None:
@@ -122,15 +100,15 @@ def test_accepted_changes_are_recorded_with_their_step(data: Path, copy: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from step 4: eval_every 2 → 3, max_steps 4 → 6, optim.lr 0.002 → 0.004" in result.stderr
 
-    history = [json.loads(line) for line in (copy / "history.jsonl").read_text().splitlines()]
-    assert [h["event"] for h in history] == [
+    records = history(copy)
+    assert [h["event"] for h in records] == [
         "start",
         "resume",
         "config_change",
         "config_change",
         "config_change",
     ]
-    changes = {h["field"]: (h["old"], h["new"], h["step"]) for h in history if h["event"] == "config_change"}
+    changes = {h["field"]: (h["old"], h["new"], h["step"]) for h in records if h["event"] == "config_change"}
     assert changes == {"eval_every": (2, 3, 4), "max_steps": (4, 6, 4), "optim.lr": (0.002, 0.004, 4)}
     # config.yaml stays what the run started with; the checkpoints carry the effective settings.
     assert (copy / "config.yaml").read_bytes() == config_yaml
@@ -147,7 +125,7 @@ def test_accepted_changes_are_recorded_with_their_step(data: Path, copy: Path) -
 
 
 def test_torn_newest_checkpoint_falls_back_to_the_previous_one(data: Path, copy: Path) -> None:
-    before = _hashes(copy)
+    before = hashes(copy)
     torn = copy / "checkpoints" / "step-00000004"
     trainer_file = torn / "trainer.pt"
     size = trainer_file.stat().st_size
@@ -161,7 +139,7 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_one(data: Path, copy:
         f"{torn} is torn (trainer.pt has {size // 2:,} bytes, manifest.json says {size:,}); resuming from "
         "the newest complete checkpoint step-00000002 instead"
     ) in result.stderr
-    after = _hashes(copy)
+    after = hashes(copy)
     # Steps 3-4 trained again from step 2 give the same model, bit for bit.
     for name in ("model/model.safetensors", "checkpoints/step-00000002/model.safetensors",
                  "checkpoints/step-00000002/trainer.pt", "checkpoints/step-00000004/model.safetensors"):  # fmt: skip
@@ -170,25 +148,25 @@ def test_torn_newest_checkpoint_falls_back_to_the_previous_one(data: Path, copy:
     assert [p.name for p in list_checkpoints(copy)] == ["step-00000002", "step-00000004"]
     assert verify_checkpoint(torn) is None
     assert (copy / "checkpoints" / ".torn-step-00000004" / "trainer.pt").stat().st_size == size // 2
-    history = [json.loads(line) for line in (copy / "history.jsonl").read_text().splitlines()]
-    assert history[-1]["event"] == "resume" and history[-1]["checkpoint"] == "step-00000002"
-    assert history[-1]["skipped"][0]["checkpoint"] == "step-00000004"
+    records = history(copy)
+    assert records[-1]["event"] == "resume" and records[-1]["checkpoint"] == "step-00000002"
+    assert records[-1]["skipped"][0]["checkpoint"] == "step-00000004"
 
 
 def test_no_complete_checkpoint_gives_the_command_to_start_over(data: Path, copy: Path) -> None:
     for checkpoint in list_checkpoints(copy):
         weights = checkpoint / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
-    before = _hashes(copy)
+    before = hashes(copy)
     losses = train_losses(copy)
 
     result = _pretrain(data, copy, "--resume")
     assert result.returncode == 1
-    line = _error_line(result)
+    line = error_line(result)
     assert "no complete checkpoint to resume from (step-00000004: model.safetensors has 100 bytes" in line, (
         line
     )
-    assert _hashes(copy) == before
+    assert hashes(copy) == before
     command = line.split("start over with: ", 1)[1]
     remove, rerun = command.split(" && ")
     assert shlex.split(remove) == ["rm", "-r", str(copy / "checkpoints")]
@@ -196,9 +174,7 @@ def test_no_complete_checkpoint_gives_the_command_to_start_over(data: Path, copy
     assert words[:2] == ["lmforge", "pretrain"] and "--resume" not in words
 
     shutil.rmtree(copy / "checkpoints")
-    restarted = subprocess.run(
-        [sys.executable, "-m", "lmforge.cli", *words[1:]], capture_output=True, text=True, timeout=300
-    )
+    restarted = run_cli(*words[1:])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert train_losses(copy) == losses  # the same run again, from step 0
     assert [p.name for p in list_checkpoints(copy)] == ["step-00000002", "step-00000004"]
