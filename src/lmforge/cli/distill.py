@@ -16,7 +16,15 @@ from lmforge.cli.compression import (
     eval_data,
     print_report,
 )
-from lmforge.cli.options import LimitOption, ThreadsOption, console, task_data_config
+from lmforge.cli.options import (
+    LabelColumnOption,
+    LimitOption,
+    SeedOption,
+    TextColumnOption,
+    ThreadsOption,
+    console,
+    task_data_config,
+)
 
 
 def distill_cmd(
@@ -49,10 +57,10 @@ def distill_cmd(
     steps: Annotated[int, typer.Option("--steps")] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr")] = 1e-4,
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
     limit: LimitOption = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOption = 0,
     eval_data_: EvalDataOption = None,
     eval_split: EvalSplitOption = "test",
     fit_data: FitDataOption = None,

@@ -16,6 +16,7 @@ from lmforge.cli.options import (
     ModelOption,
     OnErrorOption,
     PrecisionOption,
+    ResumeOption,
     SeedOption,
     TextColumnOption,
     TextPairColumnOption,
@@ -101,9 +102,7 @@ def finetune_cmd(
     keep_last: Annotated[
         int, typer.Option("--keep-last", help="Checkpoints kept in RUN/checkpoints (0: none, no --resume).")
     ] = 2,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
-    ] = False,
+    resume: ResumeOption = False,
     allow_config_change: Annotated[
         bool,
         typer.Option(

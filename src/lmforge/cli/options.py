@@ -17,7 +17,7 @@ from lmforge.errors import LmforgeError
 console = Console()
 err_console = Console(stderr=True)
 
-# Options `lmforge finetune` and `lmforge tune` share.
+# Options several verbs share (finetune, tune, prune, distill, ...).
 ModelOption = Annotated[
     str, typer.Option("--model", help="Checkpoint dir, transformers dir or asset (minilm-l6).")
 ]
@@ -29,6 +29,8 @@ LimitOption = Annotated[int | None, typer.Option("--limit", help="Read at most N
 MaxLengthOption = Annotated[int, typer.Option("--max-length")]
 SeedOption = Annotated[int, typer.Option("--seed")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads")]
+# `lmforge pretrain` and `lmforge finetune`: both run the training loop, which owns resume.
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")]
 PrecisionOption = Annotated[
     str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16: training-step autocast.")
 ]

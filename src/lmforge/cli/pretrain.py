@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.options import console
+from lmforge.cli.options import ResumeOption, console
 
 
 def pretrain(
@@ -18,9 +18,7 @@ def pretrain(
         Path | None, typer.Option("--data", help="Token data from `lmforge data prepare` (else data.path).")
     ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Override max_steps.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
-    ] = False,
+    resume: ResumeOption = False,
     allow_config_change: Annotated[
         bool,
         typer.Option(

@@ -16,7 +16,15 @@ from lmforge.cli.compression import (
     eval_data,
     print_report,
 )
-from lmforge.cli.options import LimitOption, ThreadsOption, task_data_config
+from lmforge.cli.options import (
+    LabelColumnOption,
+    LimitOption,
+    SeedOption,
+    TextColumnOption,
+    ThreadsOption,
+    console,
+    task_data_config,
+)
 
 
 def prune_cmd(
@@ -46,10 +54,10 @@ def prune_cmd(
     ] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 5e-5,
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
     limit: LimitOption = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOption = 0,
     eval_data_: EvalDataOption = None,
     eval_split: EvalSplitOption = "test",
     fit_data: FitDataOption = None,
@@ -70,7 +78,5 @@ def prune_cmd(
         shown = f"parameters {report['parameters_before']:,} -> {report['parameters_after']:,}"
         if "sparsity" in report:
             shown += f", sparsity {report['sparsity']:.3f}"
-        from lmforge.cli.options import console
-
         console.print(shown)
     print_report(report, out)
