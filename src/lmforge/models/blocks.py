@@ -118,11 +118,11 @@ class TransformerStack(nn.Module):
                 f"attention_mask covers {padding_mask.shape[1]} positions but there are {k_len} "
                 f"({past} cached + {q_len} new); pass a mask over past and new tokens"
             )
+        position_bias = None if self.relative is None else self.relative(q_len, k_len, x.device).to(x.dtype)
         biases: dict[int | None, Tensor | None] = {}
         for window in set(self.windows):  # one mask per distinct window (global: None)
             bias = attention_bias(padding_mask, q_len, k_len, self.causal, x.dtype, x.device, window)
-            if self.relative is not None:
-                position_bias = self.relative(q_len, k_len, x.device).to(x.dtype)
+            if position_bias is not None:
                 bias = position_bias if bias is None else position_bias + bias
             biases[window] = bias
         rope = None
