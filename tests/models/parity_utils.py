@@ -40,3 +40,13 @@ def max_diff_on_real_tokens(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor
     if a.dim() >= 3 and mask is not None:
         return float((a - b)[mask.bool()].abs().max())
     return float((a - b).abs().max())
+
+
+def head_output(output: object, head: str) -> torch.Tensor:
+    """The tensor a head's output is compared on: QA start/end logits stacked, the base model's
+    hidden states, else the logits (lmforge's and transformers' outputs name them alike)."""
+    if head == "question_answering":
+        return torch.stack([output.start_logits, output.end_logits], dim=-1)  # type: ignore[attr-defined]
+    if head == "base":
+        return output.last_hidden_state  # type: ignore[attr-defined]
+    return output.logits  # type: ignore[attr-defined]

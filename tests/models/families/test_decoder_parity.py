@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_utils import hf_twin, max_diff_on_real_tokens, padded_batch
+from parity_utils import head_output, hf_twin, max_diff_on_real_tokens, padded_batch
 
 from lmforge.models import preset_config
 
@@ -32,14 +32,6 @@ CASES = [
 ]
 
 
-def _logits(output: object, head: str) -> torch.Tensor:
-    if head == "question_answering":
-        return torch.stack([output.start_logits, output.end_logits], dim=-1)  # type: ignore[attr-defined]
-    if head == "base":
-        return output.last_hidden_state  # type: ignore[attr-defined]
-    return output.logits  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize(
     ("preset", "head", "overrides"), CASES, ids=[f"{p}-{h}-{i}" for i, (p, h, _) in enumerate(CASES)]
 )
@@ -48,8 +40,8 @@ def test_matches_transformers(preset: str, head: str, overrides: dict) -> None:
     hf_model, ours = hf_twin(config)
     ids, mask = padded_batch(config.vocab_size, [12, 9, 5])
     with torch.no_grad():
-        expected = _logits(hf_model(input_ids=ids, attention_mask=mask), head)
-        actual = _logits(ours(ids, mask), head)
+        expected = head_output(hf_model(input_ids=ids, attention_mask=mask), head)
+        actual = head_output(ours(ids, mask), head)
     assert actual.shape == expected.shape
     assert max_diff_on_real_tokens(expected, actual, mask) <= 1e-4
     assert expected.abs().mean() > 1e-3  # a vacuous comparison of zeros would pass too

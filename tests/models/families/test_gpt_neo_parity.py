@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from parity_utils import hf_twin, max_diff_on_real_tokens, padded_batch
+from parity_utils import head_output, hf_twin, max_diff_on_real_tokens, padded_batch
 
 import lmforge
 from lmforge.config import ModelConfig
@@ -36,22 +36,14 @@ def _config(head: str = "causal_lm", **overrides: object) -> ModelConfig:
     return preset_config("gpt-neo-tiny", **fields)
 
 
-def _logits(output: object, head: str) -> torch.Tensor:
-    if head == "question_answering":
-        return torch.stack([output.start_logits, output.end_logits], dim=-1)  # type: ignore[attr-defined]
-    if head == "base":
-        return output.last_hidden_state  # type: ignore[attr-defined]
-    return output.logits  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("head", HEADS)
 def test_matches_transformers(head: str) -> None:
     config = _config(head)
     hf_model, ours = hf_twin(config)
     ids, mask = padded_batch(config.vocab_size, [20, 13, 6])
     with torch.no_grad():
-        expected = _logits(hf_model(input_ids=ids, attention_mask=mask), head)
-        actual = _logits(ours(ids, mask), head)
+        expected = head_output(hf_model(input_ids=ids, attention_mask=mask), head)
+        actual = head_output(ours(ids, mask), head)
     assert actual.shape == expected.shape
     assert max_diff_on_real_tokens(expected, actual, mask) <= TOLERANCE
     assert expected.abs().mean() > 1e-3
