@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lmforge.models import TransformerModel
@@ -138,8 +138,3 @@ class MagnitudePruner:
                 handle.remove()
         if self.current != self.final:  # a run shorter than the ramp still ends at the target
             self.prune_to(self.final)
-
-
-def masked_weights(model: TransformerModel) -> dict[str, Tensor]:
-    """``name -> weight`` of the ranked linears (tests, reports)."""
-    return {name: m.weight for name, m in block_linears(model).items()}

@@ -13,6 +13,7 @@ verb's (:func:`lmforge.compress.output.publish`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -144,20 +145,10 @@ def recovery_finetune(
     assert loaded.tokenizer is not None
     with tempfile.TemporaryDirectory(prefix="lmforge-recovery-") as run:
         loaded.model.train()
-        if pruner is None:
+        with pruner.training() if pruner is not None else contextlib.nullcontext():
             report = finetune_model(
                 loaded.model, loaded.tokenizer, train.split, Path(run) / "run", settings, train.label_names
             )
-        else:
-            with pruner.training():
-                report = finetune_model(
-                    loaded.model,
-                    loaded.tokenizer,
-                    train.split,
-                    Path(run) / "run",
-                    settings,
-                    train.label_names,
-                )
     loaded.model.eval()
     return {k: report.get(k) for k in ("steps", "train_seconds", "examples_per_second")}
 

@@ -201,14 +201,13 @@ def quantize_model(
         )
         done = set(gptq_quantize_stack(model, batches, config.group_size, config.damp))
         rest = [name for name in quantizable_linears(model) if name not in done]  # e.g. ALBERT's projection
-        _round_to_nearest(model, rest, "int4-wo" if config.group_size else "int8-wo", config.group_size)
+        _round_to_nearest(model, rest, config.method, config.group_size)  # same classes, rounded to nearest
     else:
         _round_to_nearest(model, quantizable_linears(model), config.method, config.group_size)
     if config.lm_head:
         if model.lm_head is None:
             raise ConfigError("--lm-head: this model has no LM head")
-        method = {"gptq-int4": "int4-wo", "gptq-int8": "int8-wo"}.get(config.method, config.method)
-        _round_to_nearest(model, ["lm_head.decoder"], method, config.group_size)
+        _round_to_nearest(model, ["lm_head.decoder"], config.method, config.group_size)
     if config.method == "int8" and config.embeddings and model.lm_head is None:
         set_module(model, "embeddings.token", Int8Embedding.from_float(model.embeddings.token))
     spec = quantization_spec(model, config.method, config.group_size)
@@ -218,6 +217,8 @@ def quantize_model(
 
 
 def _round_to_nearest(model: nn.Module, names: list[str], method: str, group_size: int | None) -> None:
+    """Replace each named Linear with ``method``'s class, rounded to nearest (a GPTQ method's
+    class too: for the layers GPTQ does not cover)."""
     cls = LINEAR_CLASSES[method]
     for name in names:
         linear = model.get_submodule(name)
