@@ -152,6 +152,20 @@ def test_intermediate_losses_train_and_decrease(tmp_path: Path) -> None:
     assert run["steps"] == 30
 
 
+def test_hidden_loss_with_factorised_embeddings(tmp_path: Path) -> None:
+    """ALBERT-style embeddings (embedding_size < hidden_size) are projected to hidden_size inside
+    the embeddings, so the embedding-layer MSE compares (B, T, H) states."""
+    from lmforge.compress.data import read_train_data
+    from lmforge.compress.distill import distill_model
+
+    loaded = lmforge.load(tiny_classifier(tmp_path, num_layers=2, embedding_size=16))
+    config = DistillConfig(
+        data=tmp_path / "train.csv", student_layers=1, init="random", steps=2, batch_size=8, hidden_weight=1.0
+    )
+    run = distill_model(loaded, build_student(loaded, config), read_train_data(loaded, config.data), config)
+    assert run["steps"] == 2 and run["last"]["hidden"] > 0
+
+
 def test_bad_settings_are_refused_before_writing(tmp_path: Path) -> None:
     teacher = tiny_classifier(tmp_path)
     cases = [

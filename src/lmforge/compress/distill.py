@@ -180,9 +180,8 @@ class DistillLoss(nn.Module):
         s_hidden, t_hidden = self.student.config.hidden_size, self.teacher.config.hidden_size
         # TinyBERT's W_h (blocks) and W_e (embeddings): learned, trained with the student, not saved.
         self.project_hidden = nn.Linear(s_hidden, t_hidden, bias=False)
-        self.project_embeddings = nn.Linear(
-            self.student.config.embedding_size or s_hidden, t_hidden, bias=False
-        )
+        # The embeddings' output is already hidden_size wide (ALBERT's factorisation projects inside).
+        self.project_embeddings = nn.Linear(s_hidden, t_hidden, bias=False)
         for projection in (self.project_hidden, self.project_embeddings):
             if projection.in_features == projection.out_features:
                 nn.init.eye_(projection.weight)
