@@ -384,3 +384,19 @@ def test_evaluate_as_deep_ensemble_and_with_mc_dropout(workspace: Path, tmp_path
     bad = ["evaluate", "--model", str(runs[0]), "--data", str(workspace / "test.csv"), *COMMON,
            "--out", str(tmp_path / "bad"), "--ensemble"]  # fmt: skip
     assert "is not a fine-tuned" in str(runner.invoke(app, [*bad, str(workspace / "tiny")]).exception)
+
+
+def test_training_steps_run_in_train_mode_and_validation_in_eval_mode(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """lmforge.load returns a model in eval mode; fine-tuning must still train with dropout on
+    (the tiny BERT's 0.1) and validate without it."""
+    loaded = lmforge.load(workspace / "tiny", head="sequence_classification", num_labels=2)
+    assert not loaded.model.training
+    modes: list[tuple[bool, bool]] = []
+    loaded.model.register_forward_pre_hook(lambda m, _: modes.append((torch.is_grad_enabled(), m.training)))
+    config = FinetuneConfig(max_steps=3, eval_every=3, batch_size=8, progress=False, threads=1, max_length=32)
+    split = _train_split(workspace, loaded.tokenizer)
+    finetune_model(loaded.model, loaded.tokenizer, split, tmp_path, config, ["1", "5"], split)
+    assert {training for grad, training in modes if grad} == {True}  # the 3 training steps
+    assert {training for grad, training in modes if not grad} == {False}  # validation

@@ -299,6 +299,9 @@ class TrainingLoop:
         session_seconds, session_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
         began = time.perf_counter()
         step = self.step = start_step
+        # The loop owns the mode: a loaded model arrives in eval mode, and training steps need
+        # dropout (validation switches to eval and back itself).
+        self.wrapped.train()
         try:
             while step < settings.max_steps:
                 tick = time.perf_counter()
