@@ -131,6 +131,9 @@ def test_cross_validation_reports_mean_and_std(workspace: Path) -> None:
     assert summary["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
     assert summary["std"]["accuracy"] == pytest.approx(np.std(accuracies))
     assert "macro_f1" in summary["mean"]
+    # fold runs are never resumed (--cv refuses --resume), so they keep no optimizer checkpoints
+    assert not any((out / f"fold-{i}" / "checkpoints").exists() for i in range(3))
+    assert all((out / f"fold-{i}" / "model.safetensors").is_file() for i in range(3))
 
 
 def test_stratified_folds_are_disjoint_and_stratified() -> None:

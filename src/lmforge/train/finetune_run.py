@@ -223,7 +223,8 @@ def run_cross_validation(
     examples = task.read(data, "train", data_config)
     label_names = task.label_names(examples)
     strata = task.cv_strata(examples)
-    fold_config = dataclasses.replace(config, patience=None, eval_every=10**12)
+    # A fold run is never resumed (--cv refuses --resume): no resumable checkpoints, as tune's trials.
+    fold_config = dataclasses.replace(config, patience=None, eval_every=10**12, keep_last=0)
     results = []
     for fold, held_out in enumerate(stratified_folds(strata, folds, config.seed)):
         seed_everything(config.seed + fold)
