@@ -107,3 +107,11 @@ def test_ernie_pretrains_with_entity_and_phrase_units(tmp_path: Path, english_wo
                 whole += int(picked.all())
                 partial += int(picked.any() and not picked.all())
     assert partial == 0 and whole > 0
+
+
+def test_unit_masking_without_a_mask_token_is_a_clear_error(tmp_path: Path) -> None:
+    data = memory_data()
+    data.special_tokens.pop("mask_token")
+    config = load_config(None, [*ERNIE, *QUIET, "max_steps=1", "objective.masking_units={token: 1}"])
+    with pytest.raises(ConfigError, match="the tokenizer of the data has no mask token"):
+        pretrain(config, tmp_path / "run", data=data)

@@ -11,7 +11,7 @@ from lmforge.config import ModelConfig
 from lmforge.data.knowledge_masking import EntityLexicon, KnowledgeMasking
 from lmforge.errors import ConfigError
 from lmforge.models import preset_config
-from lmforge.tasks.corpus import Corpus, CorpusSource, SpecialIds, word_starts_from_vocab
+from lmforge.tasks.corpus import Corpus, CorpusSource, SpecialIds, require_id, word_starts_from_vocab
 from lmforge.tasks.pretraining import get_objective
 from lmforge.tokenizers import Tokenizer
 from lmforge.train.config import TrainConfig
@@ -153,7 +153,8 @@ def knowledge_masking(
     """ERNIE's unit masking for ``objective.masking_units``; the lexicon is read (and refused
     with its file and line when it does not parse) here, before any training step."""
     objective = config.objective
-    assert objective.masking_units is not None and specials.mask is not None
+    assert objective.masking_units is not None
+    mask = require_id(specials.mask, "mask token")  # a clear error before any masking is built
     lexicon = None
     if objective.entity_lexicon:
         if tokenizer is None:
@@ -165,7 +166,7 @@ def knowledge_masking(
             specials.unk,
         )
     return KnowledgeMasking(
-        objective.masking_units, specials.all(), specials.mask, specials.vocab_size, lexicon,
+        objective.masking_units, specials.all(), mask, specials.vocab_size, lexicon,
         objective.mask_probability, objective.mask_replace, objective.random_replace,
     )  # fmt: skip
 
