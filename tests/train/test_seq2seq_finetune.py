@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import lmforge
 from lmforge.cli import app
 from lmforge.data.seq2seq import Seq2SeqData, Seq2SeqExample
+from lmforge.generate import GenerationConfig, generate
 from lmforge.models import TransformerModel, preset_config
 from lmforge.tasks.seq2seq import Seq2SeqLoss, greedy_decode, make_seq2seq_split
 from lmforge.tokenizers import Tokenizer
@@ -141,7 +142,7 @@ GREEDY_BEFORE = [
 
 def test_seq2seq_greedy_decoding_is_the_generate_decoder() -> None:
     model, ids, mask, lengths = _random_t5_batch()
-    no_stop = greedy_decode(model, ids, mask, max_new_tokens=10, eos_token_id=-1)
+    no_stop = generate(model, ids, mask, GenerationConfig(max_new_tokens=10, ignore_eos=True))
     assert no_stop.tolist() == GREEDY_BEFORE
     # With the model's EOS, a finished row repeats EOS while the others go on.
     stopped = greedy_decode(model, ids, mask, max_new_tokens=10)

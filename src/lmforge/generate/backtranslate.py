@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import ConfigError
-from lmforge.generate.decode import GenerationConfig, generate
+from lmforge.generate import GenerationConfig, generate
 from lmforge.models.io.checkpoint import LoadedModel, load
 
 __all__ = ["BackTranslator", "load_back_translator", "translate"]

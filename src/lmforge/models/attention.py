@@ -15,26 +15,26 @@ from lmforge.models.kv_cache import KVCache
 from lmforge.models.positions import apply_rope
 
 
-def attention_bias(
+def attention_mask(
     padding_mask: Tensor | None,
     q_len: int,
     k_len: int,
     causal: bool,
-    dtype: torch.dtype,
     device: torch.device,
     window: int | None = None,
 ) -> Tensor | None:
-    """Additive float mask (B|1, 1, T, S): 0 where attention is allowed, the dtype's minimum elsewhere.
+    """Boolean mask (B|1, 1, T, S), True where a query may attend to a key; None when nothing is masked.
 
-    A finite minimum instead of -inf keeps fully masked rows (left padding) free of NaN.
     ``padding_mask`` is (B, S) with 1 for real tokens. With a causal ``window`` (sliding-window
-    attention) a query also ignores keys ``window`` or more positions back. Returns None when
-    nothing is masked.
+    attention) a query also ignores keys ``window`` or more positions back. A query that may see
+    no key at all (a left-padding position) sees itself instead, so that no row is fully masked
+    (SDPA would return NaN there and spread it through the padding's keys); such rows are padding
+    and never read.
     """
     allowed: Tensor | None = None
+    query = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    key = torch.arange(k_len, device=device)[None, :]
     if causal and (q_len > 1 or (window is not None and k_len > window)):
-        query = torch.arange(k_len - q_len, k_len, device=device)[:, None]
-        key = torch.arange(k_len, device=device)[None, :]
         allowed = key <= query
         if window is not None:
             allowed = allowed & (key > query - window)
@@ -42,15 +42,20 @@ def attention_bias(
     if padding_mask is not None and not bool(padding_mask.all()):
         keep = padding_mask[:, None, None, :].bool()  # (B, 1, 1, S)
         allowed = keep if allowed is None else allowed & keep
-    if allowed is None:
-        return None
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
-        ~allowed, torch.finfo(dtype).min
-    )
+        allowed = allowed | (~allowed.any(-1, keepdim=True) & (key == query))
+    return allowed
+
+
+def additive_bias(position_bias: Tensor, mask: Tensor | None) -> Tensor:
+    """A float position bias (1, nh, T, S) with the masked positions set to the dtype's minimum."""
+    if mask is None:
+        return position_bias
+    return position_bias.masked_fill(~mask, torch.finfo(position_bias.dtype).min)
 
 
 class Attention(nn.Module):
-    """Multi-head attention with MHA / GQA / MQA, optional RoPE, additive bias and KV cache."""
+    """Multi-head attention with MHA / GQA / MQA (SDPA's native ``enable_gqa``: K/V are never
+    repeated), optional RoPE, a boolean mask or additive bias, and a KV cache."""
 
     def __init__(self, config: ModelConfig, cross: bool = False) -> None:
         super().__init__()
@@ -85,7 +90,8 @@ class Attention(nn.Module):
         layer: int = 0,
         memory: Tensor | None = None,
     ) -> Tensor:
-        """x: (B, T, H); bias: (B|1, nh|1, T, S); memory: (B, S, H) for cross-attention."""
+        """x: (B, T, H); bias: (B|1, nh|1, T, S) boolean mask or float bias; memory: (B, S, H) for
+        cross-attention."""
         q = self._heads(self.q_proj(x), self.num_heads)  # (B, nh, T, hd)
         if self.cross:
             assert memory is not None
@@ -103,9 +109,6 @@ class Attention(nn.Module):
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             if cache is not None:
                 k, v = cache.update(layer, k, v)  # (B, nkv, S, hd)
-        if self.num_kv_heads != self.num_heads:
-            repeat = self.num_heads // self.num_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -114,6 +117,7 @@ class Attention(nn.Module):
             dropout_p=self.dropout.p if self.training else 0.0,
             is_causal=is_causal and bias is None,
             scale=self.scale,
+            enable_gqa=self.num_kv_heads != self.num_heads,
         )  # (B, nh, T, hd)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.num_heads * self.head_dim)
         return self.o_proj(out)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ShapeError
-from lmforge.models.attention import Attention, attention_bias
+from lmforge.models.attention import Attention, additive_bias, attention_mask
 from lmforge.models.kv_cache import KVCache
 from lmforge.models.mlp import MLP
 from lmforge.models.norms import make_norm
@@ -121,10 +121,8 @@ class TransformerStack(nn.Module):
         position_bias = None if self.relative is None else self.relative(q_len, k_len, x.device).to(x.dtype)
         biases: dict[int | None, Tensor | None] = {}
         for window in set(self.windows):  # one mask per distinct window (global: None)
-            bias = attention_bias(padding_mask, q_len, k_len, self.causal, x.dtype, x.device, window)
-            if position_bias is not None:
-                bias = position_bias if bias is None else position_bias + bias
-            biases[window] = bias
+            bias = attention_mask(padding_mask, q_len, k_len, self.causal, x.device, window)
+            biases[window] = bias if position_bias is None else additive_bias(position_bias, bias)
         rope = None
         if self.rotary is not None:
             if position_ids is None:
@@ -132,13 +130,15 @@ class TransformerStack(nn.Module):
             rope = self.rotary(position_ids, x.dtype)
         memory_bias = None
         if memory is not None:
-            memory_bias = attention_bias(memory_mask, q_len, memory.shape[1], False, x.dtype, x.device)
+            memory_bias = attention_mask(memory_mask, q_len, memory.shape[1], False, x.device)
         # SDPA's is_causal aligns the mask top-left, which is only right without cached keys.
         is_causal = self.causal and q_len == k_len
         group_size = self.num_layers // len(self.layers)
         for i in range(self.num_layers):
             block = self.layers[i // group_size]
             x = block(x, biases[self.windows[i]], is_causal, rope, cache, i, memory, memory_bias)
+        if cache is not None:
+            cache.advance(q_len)
         if self.final_norm is not None:
             x = self.dropout(self.final_norm(x))
         return x

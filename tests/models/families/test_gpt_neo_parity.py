@@ -13,7 +13,7 @@ from parity_utils import head_output, hf_twin, max_diff_on_real_tokens, padded_b
 import lmforge
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-from lmforge.generate.decode import GenerationConfig, generate
+from lmforge.generate import GenerationConfig, generate
 from lmforge.models import KVCache, TransformerModel, family, preset_config
 
 TOLERANCE = 1e-4
@@ -102,7 +102,7 @@ def test_greedy_generation_equals_transformers() -> None:
         min_new_tokens=30,
         pad_token_id=0,
     )[:, ids.shape[1] :]
-    actual = generate(ours, ids, mask, GenerationConfig(max_new_tokens=30, eos_token_id=-1))
+    actual = generate(ours, ids, mask, GenerationConfig(max_new_tokens=30, ignore_eos=True))
     assert torch.equal(actual, expected)
 
 

@@ -55,7 +55,7 @@ def test_smollm2_greedy_continuation_identical(smollm2: tuple[lmforge.LoadedMode
             step, past = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values
             expected = torch.cat((expected, step), dim=1)
     expected = expected[0, ids.shape[1] :]
-    actual = generate(ours.model, ids, config=GenerationConfig(max_new_tokens=32, eos_token_id=-1))[0]
+    actual = generate(ours.model, ids, config=GenerationConfig(max_new_tokens=32, ignore_eos=True))[0]
     assert actual.tolist() == expected.tolist()
 
 
