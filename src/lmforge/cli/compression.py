@@ -3,41 +3,50 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from lmforge.cli.options import console
 
-EvalDataOption = Annotated[
-    str | None,
-    typer.Option(
-        "--eval-data",
-        help="Classifiers: report accuracy / ECE / NLL before, after and recalibrated on this data "
-        "(file or named dataset such as zh-sentiment), and save the recalibration with the model.",
-    ),
-]
-EvalSplitOption = Annotated[str, typer.Option("--eval-split", help="Split of --eval-data reported on.")]
-FitDataOption = Annotated[
-    str | None, typer.Option("--fit-data", help="Data the recalibration is fitted on (default --eval-data).")
-]
-FitSplitOption = Annotated[str, typer.Option("--fit-split", help="Split the recalibration is fitted on.")]
-EvalLimitOption = Annotated[
-    int | None, typer.Option("--eval-limit", help="Read at most N examples per split.")
-]
+if TYPE_CHECKING:
+    from lmforge.compress.report import EvalData
 
 
-def eval_data(data: str | None, split: str, fit_data: str | None, fit_split: str, limit: int | None) -> Any:
-    """The :class:`~lmforge.compress.report.EvalData` of the report options (``None`` without ``--eval-data``)."""
+def report_data(
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-data",
+            help="Classifiers: report accuracy / ECE / NLL before, after and recalibrated on this data "
+            "(file or named dataset such as zh-sentiment), and save the recalibration with the model.",
+        ),
+    ] = None,
+    eval_split: Annotated[
+        str, typer.Option("--eval-split", help="Split of --eval-data reported on.")
+    ] = "test",
+    fit_data: Annotated[
+        str | None,
+        typer.Option("--fit-data", help="Data the recalibration is fitted on (default --eval-data)."),
+    ] = None,
+    fit_split: Annotated[
+        str, typer.Option("--fit-split", help="Split the recalibration is fitted on.")
+    ] = "validation",
+    eval_limit: Annotated[
+        int | None, typer.Option("--eval-limit", help="Read at most N examples per split.")
+    ] = None,
+) -> EvalData | None:
+    """The report options (an option group, see :func:`~lmforge.cli.options.with_options`): the
+    :class:`~lmforge.compress.report.EvalData` they name, ``None`` without ``--eval-data``."""
     from lmforge.compress.report import EvalData
     from lmforge.data import TaskDataConfig
 
-    if data is None:
+    if eval_data is None:
         if fit_data is not None:
             raise typer.BadParameter("--fit-data needs --eval-data")
         return None
-    return EvalData(data, split, fit_data, fit_split, TaskDataConfig(limit=limit))
+    return EvalData(eval_data, eval_split, fit_data, fit_split, TaskDataConfig(limit=eval_limit))
 
 
 def print_report(report: dict[str, Any], out: Path) -> None:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmforge.cli.compression import (
-    EvalDataOption,
-    EvalLimitOption,
-    EvalSplitOption,
-    FitDataOption,
-    FitSplitOption,
-    eval_data,
-    print_report,
-)
-from lmforge.cli.options import (
-    LabelColumnOption,
-    LimitOption,
-    SeedOption,
-    TextColumnOption,
-    ThreadsOption,
-    console,
-    task_data_config,
-)
+from lmforge.cli.compression import print_report, report_data
+from lmforge.cli.options import SeedOption, ThreadsOption, console, labelled_data, with_options
+
+if TYPE_CHECKING:
+    from lmforge.compress.report import EvalData
+    from lmforge.data import TaskDataConfig
 
 
+@with_options(data_config=labelled_data, evaluation=report_data)
 def distill_cmd(
     teacher: Annotated[
         str, typer.Option("--teacher", help="Fine-tuned teacher (checkpoint or run directory).")
@@ -57,26 +46,21 @@ def distill_cmd(
     steps: Annotated[int, typer.Option("--steps")] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr")] = 1e-4,
-    text_column: TextColumnOption = "text",
-    label_column: LabelColumnOption = "label",
-    limit: LimitOption = None,
     seed: SeedOption = 0,
-    eval_data_: EvalDataOption = None,
-    eval_split: EvalSplitOption = "test",
-    fit_data: FitDataOption = None,
-    fit_split: FitSplitOption = "validation",
-    eval_limit: EvalLimitOption = None,
     threads: ThreadsOption = None,
+    *,
+    data_config: TaskDataConfig,
+    evaluation: EvalData | None,
 ) -> None:
     """Distill a fine-tuned teacher into a smaller student (soft-target KL at temperature tau,
     optional hidden-state and attention-map losses); writes the student as a checkpoint."""
     from lmforge.compress.distill import DistillConfig, distill
 
     config = DistillConfig(
-        data, task_data_config(text_column, label_column, None, "raise", limit), student, student_layers, init,
+        data, data_config, student, student_layers, init,
         temperature, alpha, hidden_weight, attention_weight, steps, batch_size, lr, seed, threads,
     )  # fmt: skip
-    report = distill(teacher, out, config, eval_data(eval_data_, eval_split, fit_data, fit_split, eval_limit))
+    report = distill(teacher, out, config, evaluation)
     console.print(
         f"student {report['parameters_after']:,} parameters (teacher {report['parameters_before']:,}), "
         f"{report['run']['steps']} steps, last loss {report['run']['last'].get('loss', float('nan')):.4f}"

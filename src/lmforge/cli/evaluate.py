@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmforge.cli.options import ThreadsOption, comma_list, console, task_data_config
+from lmforge.cli.options import ThreadsOption, comma_list, console, task_data, with_options
+
+if TYPE_CHECKING:
+    from lmforge.data import TaskDataConfig
 
 
+@with_options(data_config=task_data)
 def evaluate_cmd(
     model: Annotated[
         str, typer.Option("--model", help="A fine-tuned run directory (lmforge finetune --out).")
@@ -18,21 +21,10 @@ def evaluate_cmd(
     data: Annotated[str, typer.Option("--data", help="Test file or named dataset.")],
     out: Annotated[Path, typer.Option("--out", help="Folder: metrics.json, logits.npz, PNGs, summary.html.")],
     split: Annotated[str, typer.Option("--split", help="Split of a named dataset.")] = "test",
-    text_column: Annotated[str, typer.Option("--text-column")] = "text",
-    label_column: Annotated[str, typer.Option("--label-column")] = "label",
-    text_pair_column: Annotated[str | None, typer.Option("--text-pair-column")] = None,
-    on_error: Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")] = "raise",
-    limit: Annotated[int | None, typer.Option("--limit")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
     null_threshold: Annotated[
         float | None,
         typer.Option("--null-threshold", help="qa (SQuAD v2): override the run's no-answer threshold."),
-    ] = None,
-    source_column: Annotated[
-        str | None, typer.Option("--source-column", help="seq2seq source field.")
-    ] = None,
-    target_column: Annotated[
-        str | None, typer.Option("--target-column", help="seq2seq target field.")
     ] = None,
     ensemble: Annotated[
         str | None,
@@ -43,6 +35,8 @@ def evaluate_cmd(
     ] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the MC-dropout masks.")] = 0,
     threads: ThreadsOption = None,
+    *,
+    data_config: TaskDataConfig,
 ) -> None:
     """Run a fine-tuned model on a split; write metrics, raw logits/labels and plots
     (seq2seq: greedy predictions, BLEU / chrF ..., and predictions.jsonl). Classifiers can be
@@ -51,8 +45,6 @@ def evaluate_cmd(
     mutual information."""
     from lmforge.api import evaluate_model
 
-    data_config = task_data_config(text_column, label_column, text_pair_column, on_error, limit)
-    data_config = replace(data_config, source_column=source_column, target_column=target_column)
     result, metrics = evaluate_model(
         model, data, out, split=split, data_config=data_config, ensemble=comma_list(ensemble),
         mc_dropout=mc_dropout, batch_size=batch_size, null_threshold=null_threshold, seed=seed,

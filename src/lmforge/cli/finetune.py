@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from lmforge.cli.options import (
-    LabelColumnOption,
-    LimitOption,
     MaxLengthOption,
     ModelOption,
-    OnErrorOption,
     PrecisionOption,
     ResumeOption,
     SeedOption,
-    TextColumnOption,
-    TextPairColumnOption,
     ThreadsOption,
     augment_names,
     back_translators,
     comma_list,
     console,
     recipe_defaults,
-    task_data_config,
+    task_data,
+    with_options,
 )
 from lmforge.errors import ConfigError
 from lmforge.fileio import check_output_dir
 
+if TYPE_CHECKING:
+    from lmforge.data import TaskDataConfig
 
+
+@with_options(data_config=task_data)
 def finetune_cmd(
     task: Annotated[
         str, typer.Option("--task", help="classification | token-classification | seq2seq | qa | lm | chat.")
@@ -44,18 +43,7 @@ def finetune_cmd(
     validation: Annotated[
         str | None, typer.Option("--validation", help="Validation file (named datasets: their split).")
     ] = None,
-    text_column: TextColumnOption = "text",
-    label_column: LabelColumnOption = "label",
-    text_pair_column: TextPairColumnOption = None,
-    on_error: OnErrorOption = "raise",
-    limit: LimitOption = None,
     max_length: MaxLengthOption = 128,
-    source_column: Annotated[
-        str | None, typer.Option("--source-column", help="seq2seq: source field (source / document).")
-    ] = None,
-    target_column: Annotated[
-        str | None, typer.Option("--target-column", help="seq2seq: target field (target / summary).")
-    ] = None,
     max_target_length: Annotated[
         int, typer.Option("--max-target-length", help="seq2seq: target tokens (and generated at most).")
     ] = 128,
@@ -149,6 +137,8 @@ def finetune_cmd(
             callback=recipe_defaults,
         ),
     ] = None,
+    *,
+    data_config: TaskDataConfig,
 ) -> None:
     """Fine-tune a pretrained model on a task: classification, NER, seq2seq (translation /
     summarization with an encoder-decoder), ... (or cross-validate with --cv)."""
@@ -178,8 +168,6 @@ def finetune_cmd(
                     max_answer_length=max_answer_length, null_threshold=null_threshold),
     )  # fmt: skip
     validate_finetune_config(config)
-    data_config = task_data_config(text_column, label_column, text_pair_column, on_error, limit)
-    data_config = replace(data_config, source_column=source_column, target_column=target_column)
     if cv is not None:
         if resume:
             raise ConfigError("--resume continues one run; it does not apply to --cv")

@@ -6,13 +6,22 @@ packages.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data import TaskDataConfig
+
+_T = TypeVar("_T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,7 +34,7 @@ TextColumnOption = Annotated[str, typer.Option("--text-column")]
 LabelColumnOption = Annotated[str, typer.Option("--label-column")]
 TextPairColumnOption = Annotated[str | None, typer.Option("--text-pair-column")]
 OnErrorOption = Annotated[str, typer.Option("--on-error", help="raise | skip bad records.")]
-LimitOption = Annotated[int | None, typer.Option("--limit", help="Read at most N training records.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Read at most N records.")]
 MaxLengthOption = Annotated[int, typer.Option("--max-length")]
 SeedOption = Annotated[int, typer.Option("--seed")]
 ThreadsOption = Annotated[int | None, typer.Option("--threads")]
@@ -68,18 +77,99 @@ def field_overrides(items: list[str] | None) -> dict[str, Any]:
     return fields
 
 
-def task_data_config(
-    text_column: str, label_column: str, text_pair_column: str | None, on_error: str, limit: int | None
-) -> Any:
-    """The :class:`~lmforge.data.TaskDataConfig` of the column and error-handling options."""
+def with_options(**groups: Callable[..., Any]) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """Share a block of options between verbs, in the manner of FastAPI's ``Depends``.
+
+    Each keyword names a keyword-only parameter of the decorated command and a *group*: a function
+    whose own parameters are typer options. The group's options take that parameter's place in the
+    signature typer reads (so ``--help`` lists them as the command's own), and the command receives
+    what the group returns, built from the values given. A group may itself use groups.
+
+    Example:
+        >>> @with_options(data_config=labelled_data)  # doctest: +SKIP
+        ... def prune_cmd(model: str, *, data_config: TaskDataConfig) -> None: ...
+    """
+
+    def decorate(command: Callable[..., _T]) -> Callable[..., _T]:
+        parameters: list[inspect.Parameter] = []
+        owned: dict[str, list[str]] = {}
+        for parameter in _resolved_parameters(command, skip=groups):
+            group = groups.get(parameter.name)
+            if group is None:
+                parameters.append(parameter)
+                continue
+            if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise TypeError(f"{command.__name__}: {parameter.name} must be keyword-only (after *)")
+            own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _resolved_parameters(group)]
+            owned[parameter.name] = [p.name for p in own]
+            parameters.extend(own)
+
+        @functools.wraps(command)
+        def run(**values: Any) -> _T:
+            for name, group in groups.items():
+                values[name] = group(**{option: values.pop(option) for option in owned[name]})
+            return command(**values)
+
+        # typer reads __signature__ (inspect.signature stops there) and the resolved annotations.
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
+
+
+def _resolved_parameters(
+    function: Callable[..., Any], skip: dict[str, Any] | None = None
+) -> list[inspect.Parameter]:
+    """``function``'s parameters with string annotations (``from __future__ import annotations``)
+    evaluated in its module; those in ``skip`` are kept as written (their types may exist only
+    for type checkers)."""
+    module_globals = getattr(function, "__globals__", {})
+    parameters = []
+    for parameter in inspect.signature(function).parameters.values():
+        if isinstance(parameter.annotation, str) and parameter.name not in (skip or {}):
+            parameter = parameter.replace(annotation=eval(parameter.annotation, module_globals))  # noqa: S307
+        parameters.append(parameter)
+    return parameters
+
+
+def labelled_data(
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
+    limit: LimitOption = None,
+) -> TaskDataConfig:
+    """The options of a verb that reads classification data: text and label columns, ``--limit``."""
     from lmforge.data import TaskDataConfig
 
+    return TaskDataConfig(text_column=text_column, label_column=label_column, limit=limit)
+
+
+@with_options(config=labelled_data)
+def classification_data(
+    *,
+    config: TaskDataConfig,
+    text_pair_column: TextPairColumnOption = None,
+    on_error: OnErrorOption = "raise",
+) -> TaskDataConfig:
+    """:func:`labelled_data` with sentence pairs and ``--on-error``."""
     if on_error not in ("raise", "skip"):
         raise typer.BadParameter("--on-error must be raise or skip")
-    return TaskDataConfig(
-        text_column=text_column, label_column=label_column, text_pair_column=text_pair_column,
-        on_error=on_error, limit=limit,  # type: ignore[arg-type]
-    )  # fmt: skip
+    return replace(config, text_pair_column=text_pair_column, on_error=on_error)  # type: ignore[arg-type]
+
+
+@with_options(config=classification_data)
+def task_data(
+    *,
+    config: TaskDataConfig,
+    source_column: Annotated[
+        str | None, typer.Option("--source-column", help="seq2seq: source field (source / document).")
+    ] = None,
+    target_column: Annotated[
+        str | None, typer.Option("--target-column", help="seq2seq: target field (target / summary).")
+    ] = None,
+) -> TaskDataConfig:
+    """:func:`classification_data` with the seq2seq columns: the data options of every task."""
+    return replace(config, source_column=source_column, target_column=target_column)
 
 
 def recipe_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:

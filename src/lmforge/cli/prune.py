@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmforge.cli.compression import (
-    EvalDataOption,
-    EvalLimitOption,
-    EvalSplitOption,
-    FitDataOption,
-    FitSplitOption,
-    eval_data,
-    print_report,
-)
-from lmforge.cli.options import (
-    LabelColumnOption,
-    LimitOption,
-    SeedOption,
-    TextColumnOption,
-    ThreadsOption,
-    console,
-    task_data_config,
-)
+from lmforge.cli.compression import print_report, report_data
+from lmforge.cli.options import SeedOption, ThreadsOption, console, labelled_data, with_options
+
+if TYPE_CHECKING:
+    from lmforge.compress.report import EvalData
+    from lmforge.data import TaskDataConfig
 
 
+@with_options(data_config=labelled_data, evaluation=report_data)
 def prune_cmd(
     model: Annotated[str, typer.Argument(help="Fine-tuned model to prune (checkpoint or run directory).")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
@@ -54,26 +43,21 @@ def prune_cmd(
     ] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Recovery learning rate.")] = 5e-5,
-    text_column: TextColumnOption = "text",
-    label_column: LabelColumnOption = "label",
-    limit: LimitOption = None,
     seed: SeedOption = 0,
-    eval_data_: EvalDataOption = None,
-    eval_split: EvalSplitOption = "test",
-    fit_data: FitDataOption = None,
-    fit_split: FitSplitOption = "validation",
-    eval_limit: EvalLimitOption = None,
     threads: ThreadsOption = None,
+    *,
+    data_config: TaskDataConfig,
+    evaluation: EvalData | None,
 ) -> None:
     """Prune attention heads and MLP neurons (tensors really shrink) or individual weights
     (magnitude), then fine-tune briefly to recover; writes a checkpoint lmforge.load reads."""
     from lmforge.compress.prune import PruneConfig, prune
 
     config = PruneConfig(
-        heads, ffn, magnitude, scope, schedule, data, task_data_config(text_column, label_column, None, "raise", limit),
+        heads, ffn, magnitude, scope, schedule, data, data_config,
         importance_batches, recovery_steps, batch_size, lr, seed, threads,
     )  # fmt: skip
-    report = prune(model, out, config, eval_data(eval_data_, eval_split, fit_data, fit_split, eval_limit))
+    report = prune(model, out, config, evaluation)
     if "parameters_after" in report:
         shown = f"parameters {report['parameters_before']:,} -> {report['parameters_after']:,}"
         if "sparsity" in report:

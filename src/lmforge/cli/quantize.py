@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lmforge.cli.compression import (
-    EvalDataOption,
-    EvalLimitOption,
-    EvalSplitOption,
-    FitDataOption,
-    FitSplitOption,
-    eval_data,
-    print_report,
-)
-from lmforge.cli.options import ThreadsOption, comma_list
+from lmforge.cli.compression import print_report, report_data
+from lmforge.cli.options import ThreadsOption, comma_list, with_options
+
+if TYPE_CHECKING:
+    from lmforge.compress.report import EvalData
 
 
+@with_options(evaluation=report_data)
 def quantize_cmd(
     model: Annotated[str, typer.Argument(help="Model to quantize (checkpoint dir, asset, .gguf ...).")],
     method: Annotated[
@@ -50,12 +46,9 @@ def quantize_cmd(
     keep_embeddings: Annotated[
         bool, typer.Option("--keep-embeddings", help="int8: leave the token table in float.")
     ] = False,
-    eval_data_: EvalDataOption = None,
-    eval_split: EvalSplitOption = "test",
-    fit_data: FitDataOption = None,
-    fit_split: FitSplitOption = "validation",
-    eval_limit: EvalLimitOption = None,
     threads: ThreadsOption = None,
+    *,
+    evaluation: EvalData | None,
 ) -> None:
     """Quantize a model's linear layers (int8 dynamic, int8 / int4 weight-only, GPTQ int4) into a
     checkpoint that lmforge.load, evaluate and calibrate read."""
@@ -66,6 +59,5 @@ def quantize_cmd(
         lm_head=lm_head, calibration_samples=calibration_samples, calibration_length=calibration_length,
         damp=damp, threads=threads,
     )  # fmt: skip
-    evaluation = eval_data(eval_data_, eval_split, fit_data, fit_split, eval_limit)
     report = quantize(model, out, config, evaluation)
     print_report(report, out)

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lmforge.cli.options import (
-    LabelColumnOption,
-    LimitOption,
     MaxLengthOption,
     ModelOption,
-    OnErrorOption,
     PrecisionOption,
     SeedOption,
-    TextColumnOption,
-    TextPairColumnOption,
     ThreadsOption,
+    classification_data,
     console,
-    task_data_config,
+    with_options,
 )
 
+if TYPE_CHECKING:
+    from lmforge.data import TaskDataConfig
 
+
+@with_options(data_config=classification_data)
 def tune_cmd(
     model: ModelOption,
     data: Annotated[str, typer.Option("--data", help="Training CSV/TSV/JSONL or named dataset.")],
@@ -38,11 +38,6 @@ def tune_cmd(
             "--validation", help="Validation file scoring each trial (named datasets: their split)."
         ),
     ] = None,
-    text_column: TextColumnOption = "text",
-    label_column: LabelColumnOption = "label",
-    text_pair_column: TextPairColumnOption = None,
-    on_error: OnErrorOption = "raise",
-    limit: LimitOption = None,
     sampler: Annotated[str, typer.Option("--sampler", help="tpe (Bayesian) | random.")] = "tpe",
     trials: Annotated[
         int, typer.Option("--trials", help="Finished trials the study should hold in all.")
@@ -67,6 +62,8 @@ def tune_cmd(
     precision: PrecisionOption = "auto",
     seed: SeedOption = 0,
     threads: ThreadsOption = None,
+    *,
+    data_config: TaskDataConfig,
 ) -> None:
     """Search fine-tuning hyperparameters with Optuna (TPE or random, median pruning, resumable SQLite study)."""
     from lmforge.tasks import get_task
@@ -82,18 +79,7 @@ def tune_cmd(
         trials=trials, sampler=sampler, study_name=study_name, storage=storage, pruner=pruner,  # type: ignore[arg-type]
         keep_models=keep_models, seed=seed,
     )  # fmt: skip
-    data_config = task_data_config(text_column, label_column, text_pair_column, on_error, limit)
-    summary = run_tune(
-        model,
-        data,
-        out,
-        base,
-        tune,
-        search_space,
-        validation,
-        data_config,
-        log=console.print,
-    )
+    summary = run_tune(model, data, out, base, tune, search_space, validation, data_config, log=console.print)
     best = summary["best"]
     if best is None:
         console.print(f"no trial finished; see [bold]{out / 'trials.json'}[/bold]")

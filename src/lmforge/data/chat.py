@@ -16,7 +16,6 @@ from typing import Any
 
 from lmforge.data.readers import ErrorLog, OnError
 from lmforge.data.records import iter_records
-from lmforge.errors import DataError
 
 __all__ = ["ROLES", "ChatData", "ChatExample", "ChatMessage", "load_chat"]
 
@@ -124,9 +123,5 @@ def load_chat(
             errors.bad(path, line, problem)
             continue
         examples.append(ChatExample(messages, line))
-    if not examples:
-        raise DataError(f"{path}: no conversations ({errors.skipped} bad records skipped)")
-    info: dict[str, Any] = {"file": str(path), "skipped": errors.skipped}
-    if errors.messages:
-        info["skipped_examples"] = errors.messages
-    return ChatData(examples, str(path), info)
+    errors.require(path, examples, "conversations")
+    return ChatData(examples, str(path), errors.info(path))

@@ -236,8 +236,7 @@ def load_classification(
             errors.bad(path, line, f"label {unknown[0]!r} is not one of {label_names}")
             continue
         rows.append((line, text.strip(), pair.strip() if isinstance(pair, str) else None, labels))
-    if not rows:
-        raise DataError(f"{path}: no examples ({errors.skipped} bad records skipped)")
+    errors.require(path, rows, "examples")
     names = (
         list(label_names) if label_names is not None else _sorted_names({p for *_, ls in rows for p in ls})
     )
@@ -250,13 +249,7 @@ def load_classification(
             tuple(sorted({index[p] for p in labels})) if multi else index[labels[0]]
         )
         examples.append(ClassificationExample(text, label, pair, line))
-    info: dict[str, Any] = {
-        "file": str(path),
-        "records": len(rows) + errors.skipped,
-        "skipped": errors.skipped,
-    }
-    if errors.messages:
-        info["skipped_examples"] = errors.messages
+    info = errors.info(path, records=len(rows) + errors.skipped)
     return ClassificationData(examples, names, multi, str(path), info)
 
 

@@ -91,9 +91,5 @@ def load_lm_texts(
                 continue
             if text.strip():
                 examples.append(LMExample(text, number))
-    if not examples:
-        raise DataError(f"{path}: no texts ({errors.skipped} bad records skipped)")
-    info: dict[str, Any] = {"file": str(path), "skipped": errors.skipped}
-    if errors.messages:
-        info["skipped_examples"] = errors.messages
-    return LMData(examples, str(path), info)
+    errors.require(path, examples, "texts")
+    return LMData(examples, str(path), errors.info(path))

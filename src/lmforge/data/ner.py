@@ -380,12 +380,10 @@ def load_token_classification(
             errors.bad(path, line, problem)
             continue
         examples.append(TokenClassificationExample(tuple(tokens), tuple(tags), line))
-    if not examples:
-        raise DataError(f"{path}: no sentences ({errors.skipped} bad records skipped)")
+    errors.require(path, examples, "sentences")
     names = (
         list(label_names)
         if label_names is not None
         else tag_names(sorted({t[2:] for e in examples for t in e.tags if t != "O"}), scheme)
     )
-    info = {"file": str(path), "skipped": errors.skipped, "skipped_examples": errors.messages}
-    return TokenClassificationData(examples, names, scheme, str(path), info)
+    return TokenClassificationData(examples, names, scheme, str(path), errors.info(path))

@@ -175,9 +175,5 @@ def load_squad(path: str | Path, *, on_error: OnError = "raise", limit: int | No
                 examples.append(
                     QAExample(qid, question.strip(), context, tuple(answers), impossible, str(title))
                 )
-    if not examples:
-        raise DataError(f"{path}: no questions ({errors.skipped} bad records skipped)")
-    info: dict[str, Any] = {"file": str(path), **counts, "skipped": errors.skipped}
-    if errors.messages:
-        info["skipped_examples"] = errors.messages
-    return QAData(examples, str(document.get("version", "")), str(path), info)
+    errors.require(path, examples, "questions")
+    return QAData(examples, str(document.get("version", "")), str(path), errors.info(path, **counts))

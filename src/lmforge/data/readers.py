@@ -15,7 +15,7 @@ import csv
 import gzip
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -81,6 +81,20 @@ class ErrorLog:
         self.skipped += 1
         if len(self.messages) < _MAX_LOGGED:
             self.messages.append(message)
+
+    def require(self, path: str | Path, found: Sized, what: str) -> None:
+        """Refuse a file that gave nothing to use: ``no {what}`` (e.g. ``"texts"``), and how many
+        bad records were skipped."""
+        if not found:
+            raise DataError(f"{path}: no {what} ({self.skipped} bad records skipped)")
+
+    def info(self, path: str | Path, **counts: Any) -> dict[str, Any]:
+        """The ``info`` of a loaded file: its path, the loader's ``counts``, the records skipped and
+        (when there are some) the first messages."""
+        info: dict[str, Any] = {"file": str(path), **counts, "skipped": self.skipped}
+        if self.messages:
+            info["skipped_examples"] = self.messages
+        return info
 
 
 @dataclass(frozen=True)
@@ -180,22 +194,36 @@ def decoded_lines(
         yield number, text if keep_ends else text.rstrip("\r\n")
 
 
-def _read_jsonl(
-    lines: Iterator[tuple[int, str]], source: Source, errors: ErrorLog
-) -> Iterator[tuple[int, str]]:
-    column = source.text_column or "text"
+def json_objects(
+    lines: Iterator[tuple[int, str]], path: Path, errors: ErrorLog
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each JSON Lines record; a bad line goes to ``errors``."""
     for number, line in lines:
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            errors.bad(source.path, number, f"not valid JSON ({error.msg})")
-            continue
-        if not isinstance(record, dict) or column not in record:
-            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
             errors.bad(
-                source.path, number, f"no field {column!r} (found {keys}); choose one with --text-column"
+                path, number, f"not valid JSON ({error.msg}); a .jsonl file holds one JSON object per line"
+            )
+            continue
+        if not isinstance(record, dict):
+            errors.bad(path, number, f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield number, record
+
+
+def _read_jsonl(
+    lines: Iterator[tuple[int, str]], source: Source, errors: ErrorLog
+) -> Iterator[tuple[int, str]]:
+    column = source.text_column or "text"
+    for number, record in json_objects(lines, source.path, errors):
+        if column not in record:
+            errors.bad(
+                source.path,
+                number,
+                f"no field {column!r} (found {sorted(record)}); choose one with --text-column",
             )
             continue
         value = record[column]

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.readers import ErrorLog, decoded_lines
+from lmforge.data.readers import ErrorLog, decoded_lines, json_objects
 from lmforge.errors import DataError
 
 __all__ = ["RECORD_FORMATS", "iter_records", "record_format"]
@@ -50,25 +49,6 @@ def record_format(path: str | Path) -> tuple[str, bool]:
             f"{path}: unknown data format {ext or '(no suffix)'!r}; use .csv, .tsv or .jsonl (optionally .gz)"
         )
     return RECORD_FORMATS[ext], compressed
-
-
-def _jsonl(
-    lines: Iterator[tuple[int, str]], path: Path, errors: ErrorLog
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            errors.bad(
-                path, number, f"not valid JSON ({error.msg}); a .jsonl file holds one JSON object per line"
-            )
-            continue
-        if not isinstance(record, dict):
-            errors.bad(path, number, f"expected a JSON object, got {type(record).__name__}")
-            continue
-        yield number, record
 
 
 def _table(
@@ -128,7 +108,7 @@ def iter_records(
         with opener(path, "rb") as stream:
             lines = decoded_lines(stream, path, errors, keep_ends=True)
             if fmt == "jsonl":
-                records = _jsonl(lines, path, errors)
+                records = json_objects(lines, path, errors)
             else:
                 records = _table(lines, path, errors, "\t" if fmt == "tsv" else ",")
             for count, item in enumerate(records, start=1):

@@ -135,12 +135,8 @@ def load_pairs(
         examples.append(
             Seq2SeqExample(source, target, str(identifier) if identifier is not None else None, line)
         )
-    if not examples:
-        raise DataError(f"{path}: no pairs ({errors.skipped} bad records skipped)")
-    info: dict[str, Any] = {"file": str(path), "skipped": errors.skipped, "columns": list(columns or ())}
-    if errors.messages:
-        info["skipped_examples"] = errors.messages
-    return Seq2SeqData(examples, source=str(path), info=info)
+    errors.require(path, examples, "pairs")
+    return Seq2SeqData(examples, source=str(path), info=errors.info(path, columns=list(columns or ())))
 
 
 def load_summarization(
