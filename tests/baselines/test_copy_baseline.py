@@ -46,5 +46,10 @@ def test_copy_baseline_cli_with_columns(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bleu_tokenize"] == "char"  # Japanese targets detected from the text
     sources, targets = ["God is light", "The day 1"], ["神は光なり", "第1日"]
+    # The --text-column / --label-column pair chose what is copied and what it is scored against: the
+    # English side is the prediction (the Japanese one copied would score 100).
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["prediction"], r["reference"]) for r in rows] == list(zip(sources, targets))
+    assert 0 < metrics["chrf"] < 100
     assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(sources, [targets]).score)
     assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(sources, [targets], tokenize="char").score)

@@ -123,6 +123,29 @@ def test_int4_linear_matches_its_dequantized_weight(group_size: int) -> None:
     assert float((y - layer(x)).abs().max()) > 0
 
 
+@pytest.mark.parametrize(
+    ("in_features", "out_features", "group_size"), [(96, 37, 32), (160, 1, 32), (192, 97, 64), (384, 17, 128)]
+)
+def test_int4_linear_with_odd_shapes_equals_the_dequantized_float_linear(
+    in_features: int, out_features: int, group_size: int
+) -> None:
+    """Odd output widths (the kernel pads rows to sixteens and slices them off) and input widths that
+    are a multiple of the group but not of a wider tile, for one row (decoding) and many, 3-D too:
+    every output column equals the fp32 Linear holding the dequantized weight, up to bf16 inputs."""
+    layer = _linear(in_features, out_features, seed=out_features)
+    quantized = Int4WeightOnlyLinear.from_float(layer, group_size)
+    reference = nn.Linear(in_features, out_features)
+    reference.weight.copy_(quantized.dequantized())
+    reference.bias.copy_(layer.bias)
+    for shape in [(1, in_features), (33, in_features), (2, 5, in_features)]:
+        x = torch.randn(*shape)
+        y = quantized(x)
+        exact = reference(x.to(torch.bfloat16).float())
+        assert y.shape == exact.shape
+        scale = float(exact.abs().max())
+        assert torch.allclose(y, exact, rtol=2e-2, atol=1e-2 * scale), float((y - exact).abs().max())
+
+
 def test_int8_embedding_reads_scaled_rows() -> None:
     table = nn.Embedding(50, 16)
     quantized = Int8Embedding.from_float(table)

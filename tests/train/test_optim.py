@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -48,19 +49,51 @@ def test_warmup_then_schedule(schedule: str) -> None:
         assert lrs[60] == pytest.approx(middle)
 
 
-def test_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
+def _training_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of every micro-batch the loss sees with gradients on (validation runs without)."""
+    from lmforge.tasks.pretraining import PretrainingLoss
+
+    sizes: list[int] = []
+    forward = PretrainingLoss.forward
+
+    def recording(self: PretrainingLoss, batch: dict[str, torch.Tensor]) -> Any:
+        if torch.is_grad_enabled():
+            sizes.append(int(batch["input_ids"].shape[0]))
+        return forward(self, batch)
+
+    monkeypatch.setattr(PretrainingLoss, "forward", recording)
+    return sizes
+
+
+def test_accumulation_matches_one_big_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = [*OBJECTIVES["bert_nsp_wwm"], *QUIET, "data.batch_size=8", "max_steps=3"]
+    sizes = _training_batch_sizes(monkeypatch)
     pretrain(load_config(None, base), tmp_path / "one", data=memory_data())
+    assert sizes == [8] * 3
+    sizes.clear()
     pretrain(load_config(None, [*base, "data.micro_batch_size=2"]), tmp_path / "four", data=memory_data())
+    assert sizes == [2] * 12  # really four micro-batches a step, not one batch of 8
     assert train_losses(tmp_path / "four") == pytest.approx(train_losses(tmp_path / "one"), abs=1e-5)
 
 
-def test_activation_checkpointing_changes_nothing(tmp_path: Path) -> None:
+def test_activation_checkpointing_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.checkpoint
+
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
     base = [*OBJECTIVES["gpt2_clm"], *QUIET, "max_steps=3"]
     pretrain(load_config(None, base), tmp_path / "plain", data=memory_data())
+    assert not calls
     pretrain(
         load_config(None, [*base, "activation_checkpointing=true"]), tmp_path / "ckpt", data=memory_data()
     )
+    assert len(calls) >= 3 * 2  # every block of every training step was recomputed
     assert train_losses(tmp_path / "ckpt") == pytest.approx(train_losses(tmp_path / "plain"), abs=1e-6)
 
 
@@ -69,7 +102,9 @@ def test_bf16_autocast_tracks_fp32(tmp_path: Path) -> None:
     pretrain(load_config(None, base), tmp_path / "fp32", data=memory_data())
     report = pretrain(load_config(None, [*base, "precision=bf16"]), tmp_path / "bf16", data=memory_data())
     assert report["precision"] == "bf16"
-    assert train_losses(tmp_path / "bf16") == pytest.approx(train_losses(tmp_path / "fp32"), abs=0.05)
+    fp32, bf16 = train_losses(tmp_path / "fp32"), train_losses(tmp_path / "bf16")
+    assert bf16 == pytest.approx(fp32, abs=0.05)
+    assert bf16 != fp32  # the steps really ran in bf16: an ignored setting would repeat fp32 exactly
 
 
 def test_l1_penalty_shrinks_weights(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from lmforge.data.cache import file_sha256
 from lmforge.data.clean import Deduplicator, clean_text, validation_bucket
 from lmforge.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, split_files, token_dtype
 from lmforge.data.readers import ErrorLog, OnError, Source, read_source, resolve_inputs
@@ -40,7 +41,6 @@ from lmforge.fileio import atomic_write_text, check_output_dir
 __all__ = ["PrepareSettings", "prepare"]
 
 _TOKENIZER_DIR = "tokenizer"
-_HASH_CHUNK = 1 << 20
 # Documents per task sent to a worker: large enough to amortise pickling, small enough to stream.
 _CHUNK_DOCUMENTS = 512
 
@@ -73,14 +73,6 @@ class PrepareSettings:
             raise DataError(f"word_segmentation={self.word_segmentation!r}: use none, whitespace or jieba")
         if self.min_chars < 0 or (self.max_chars is not None and self.max_chars < max(self.min_chars, 1)):
             raise DataError(f"min_chars={self.min_chars}, max_chars={self.max_chars}: need 0 <= min <= max")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dir_sha256(directory: Path) -> str:
@@ -335,7 +327,7 @@ def prepare(
             "id": index,
             "input": source.input,
             "path": str(source.path),
-            "sha256": _file_sha256(source.path),
+            "sha256": file_sha256(source.path),
             "bytes": source.path.stat().st_size,
             "asset": source.asset,
         }
