@@ -43,54 +43,54 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _classes(probs: np.ndarray, label_names: list[str]) -> list[int]:
-    """Which classes get a curve: the positive class of a binary problem, else the first ones."""
-    return [1] if probs.shape[1] == 2 else list(range(min(probs.shape[1], _MAX_CURVES)))
-
-
-def roc_curve_png(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> bytes:
-    """ROC curve (binary) or one-vs-rest ROC curves (multiclass) with their AUCs in the legend."""
+def _one_vs_rest(
+    probs: np.ndarray, labels: np.ndarray, label_names: list[str]
+) -> tuple[Any, Any, list[tuple[int, np.ndarray]]]:
+    """A new figure, its axes and the classes that get a curve with their (N,) masks of positives:
+    the positive class of a binary problem, else the first ones; a class never seen is left out."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 4.5))
-    ax = fig.subplots()
-    for k in _classes(probs, label_names):
-        positive = labels == k
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = roc_curve(probs[:, k], positive)
-        ax.plot(fpr, tpr, label=f"{label_names[k]} (AUC {_binary_auc(probs[:, k], positive):.3f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC curve" if probs.shape[1] == 2 else "ROC curves (one vs rest)")
-    ax.legend(loc="lower right", fontsize=7)
+    classes = [1] if probs.shape[1] == 2 else list(range(min(probs.shape[1], _MAX_CURVES)))
+    curves = [(k, labels == k) for k in classes]
+    return fig, fig.subplots(), [(k, positive) for k, positive in curves if positive.any()]
+
+
+def _curves_png(fig: Any, ax: Any, axis_labels: tuple[str, str], title: str, legend: str) -> bytes:
+    """Label, title and legend (at ``legend``) a figure of :func:`_one_vs_rest` curves; its PNG."""
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_title(title)
+    ax.legend(loc=legend, fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
 
+def roc_curve_png(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> bytes:
+    """ROC curve (binary) or one-vs-rest ROC curves (multiclass) with their AUCs in the legend."""
+    fig, ax, curves = _one_vs_rest(probs, labels, label_names)
+    for k, positive in curves:
+        if positive.all():  # no negatives: no false-positive rate
+            continue
+        fpr, tpr, _ = roc_curve(probs[:, k], positive)
+        ax.plot(fpr, tpr, label=f"{label_names[k]} (AUC {_binary_auc(probs[:, k], positive):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="chance")
+    title = "ROC curve" if probs.shape[1] == 2 else "ROC curves (one vs rest)"
+    return _curves_png(fig, ax, ("false positive rate", "true positive rate"), title, "lower right")
+
+
 def pr_curve_png(probs: np.ndarray, labels: np.ndarray, label_names: list[str]) -> bytes:
     """Precision-recall curve(s) with average precision in the legend and the base rate dotted."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.5))
-    ax = fig.subplots()
-    for k in _classes(probs, label_names):
-        positive = labels == k
-        if not positive.any():
-            continue
+    fig, ax, curves = _one_vs_rest(probs, labels, label_names)
+    for k, positive in curves:
         precision, recall, _ = pr_curve(probs[:, k], positive)
         ap = average_precision(probs[:, k], positive)
         (line,) = ax.step(recall, precision, where="post", label=f"{label_names[k]} (AP {ap:.3f})")
         ax.axhline(float(positive.mean()), linestyle=":", color=line.get_color(), linewidth=0.8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("Precision-recall curve" if probs.shape[1] == 2 else "Precision-recall (one vs rest)")
-    ax.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
+    title = "Precision-recall curve" if probs.shape[1] == 2 else "Precision-recall (one vs rest)"
+    return _curves_png(fig, ax, ("recall", "precision"), title, "lower left")
 
 
 def confusion_matrix_png(matrix: np.ndarray | list[list[int]], label_names: list[str]) -> bytes:
