@@ -375,6 +375,26 @@ CASES += [
     Case("distill-out-file", DISTILL + " --out {ws}/afile --student-layers 1", 1, ("--out", "afile")),
 ]
 
+# -- generate (issue 15): option values are checked before the model loads
+GEN = "generate {ws}/gpt --prompt hello"
+CASES += [
+    Case("generate-missing-model", "generate {ws}/nowhere --prompt hello", 1, ("nowhere",)),
+    Case("generate-no-prompt", "generate {ws}/gpt", 1, ("--prompt",)),
+    Case(
+        "generate-missing-prompt-file",
+        "generate {ws}/gpt --prompt-file {ws}/nowhere.txt",
+        1,
+        ("nowhere.txt",),
+    ),
+    Case("generate-top-k-0", GEN + " --top-k 0", 1, ("top_k", "0")),
+    Case("generate-temperature-negative", GEN + " --temperature -1", 1, ("temperature",)),
+    Case("generate-top-p-2", GEN + " --top-p 2", 1, ("top_p", "2")),
+    Case("generate-greedy-n", GEN + " --n 2", 1, ("n=2", "temperature")),
+    Case("generate-max-new-tokens-not-a-number", GEN + " --max-new-tokens abc", 2, ("--max-new-tokens",)),
+    Case("generate-beyond-max-positions", GEN + " --max-new-tokens 1000", 1, ("max_positions",)),
+    Case("generate-classifier", "generate {ws}/clf2 --prompt hello", 1, ("clf2", "head")),
+]
+
 # A representative row of each kind, run as a real process.
 SUBPROCESS_CASES = [
     "misspelt-verb",

@@ -19,6 +19,7 @@ from lmforge.cli.distill import distill_cmd
 from lmforge.cli.errors import run_with_error_path
 from lmforge.cli.evaluate import evaluate_cmd
 from lmforge.cli.finetune import finetune_cmd
+from lmforge.cli.generate import generate_cmd
 from lmforge.cli.info import convert, info
 from lmforge.cli.init import init_cmd
 from lmforge.cli.pretrain import pretrain
@@ -91,6 +92,7 @@ app.command("evaluate")(evaluate_cmd)
 app.command("quantize")(quantize_cmd)
 app.command("prune")(prune_cmd)
 app.command("distill")(distill_cmd)
+app.command("generate")(generate_cmd)
 
 
 def main(args: Sequence[str] | None = None) -> None:
