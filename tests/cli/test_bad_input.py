@@ -393,6 +393,9 @@ CASES += [
     Case("generate-max-new-tokens-not-a-number", GEN + " --max-new-tokens abc", 2, ("--max-new-tokens",)),
     Case("generate-beyond-max-positions", GEN + " --max-new-tokens 1000", 1, ("max_positions",)),
     Case("generate-classifier", "generate {ws}/clf2 --prompt hello", 1, ("clf2", "head")),
+    Case("chat-missing-model", "chat {ws}/nowhere", 1, ("nowhere",)),
+    Case("chat-top-p-0", "chat {ws}/gpt --top-p 0", 1, ("top_p",)),
+    Case("chat-no-template", "chat {ws}/gpt", 1, ("chat template",)),
 ]
 
 # A representative row of each kind, run as a real process.

@@ -45,7 +45,7 @@ def scripted_model(
         vocab_size=vocab_size,
         hidden_size=vocab_size,
         num_layers=1,
-        num_heads=2,
+        num_heads=1,
         num_kv_heads=1,
         intermediate_size=8,
         tie_embeddings=False,

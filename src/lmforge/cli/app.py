@@ -14,6 +14,7 @@ import typer
 from lmforge.cli.assets import assets_check, assets_list, assets_path
 from lmforge.cli.baseline import baseline_cmd, compare_cmd
 from lmforge.cli.calibrate import calibrate_cmd
+from lmforge.cli.chat import chat_cmd
 from lmforge.cli.data import data_prepare
 from lmforge.cli.distill import distill_cmd
 from lmforge.cli.errors import run_with_error_path
@@ -93,6 +94,7 @@ app.command("quantize")(quantize_cmd)
 app.command("prune")(prune_cmd)
 app.command("distill")(distill_cmd)
 app.command("generate")(generate_cmd)
+app.command("chat")(chat_cmd)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -195,7 +195,7 @@ def encode_prompts(
     return input_ids, mask
 
 
-class _TextRun:
+class TextRun:
     """The engine's stream of one batch, turned into text per row."""
 
     def __init__(
@@ -310,7 +310,7 @@ def stream_text(
     Yields:
         One :class:`TextStep` per decoding step; a row's deltas join to its completion's text.
     """
-    yield from _TextRun(model, tokenizer, prompts, config or GenerationConfig(), add_special_tokens).steps()
+    yield from TextRun(model, tokenizer, prompts, config or GenerationConfig(), add_special_tokens).steps()
 
 
 def generate_text(
@@ -324,7 +324,7 @@ def generate_text(
 
     Same arguments as :func:`stream_text`.
     """
-    run = _TextRun(model, tokenizer, prompts, config or GenerationConfig(), add_special_tokens)
+    run = TextRun(model, tokenizer, prompts, config or GenerationConfig(), add_special_tokens)
     for _ in run.steps():
         pass
     return run.completions()
