@@ -4,9 +4,10 @@ Per prompt, ``num_beams`` running beams; each step keeps the best ``keep = max(2
 * num_beams`` continuations so that enough unfinished ones remain. A continuation that ends (a
 stop token, or the last allowed step) among the top ``num_beams`` becomes a finished hypothesis
 scored ``sum of log-probs / generated_length ** length_penalty`` (the length counts the stop
-token). The search stops when ``early_stopping`` is set and every prompt has ``num_beams``
-hypotheses, or when no running beam can beat the worst kept hypothesis (transformers' default
-heuristic). Shapes: B (prompts), K (beams), C (kept candidates), V (vocabulary), N (max new).
+token). The search stops when ``early_stopping is True`` and every prompt has ``num_beams``
+hypotheses, or when no running beam can beat the worst kept hypothesis, judged at the beam's
+current length (transformers' default heuristic) or, with ``"never"`` and a positive length
+penalty, at ``max_new_tokens``. Shapes: B (prompts), K (beams), C (kept candidates), V (vocabulary), N (max new).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def beam_search(session: DecodeSession, config: GenerationConfig, stop_ids: list
     is_done = torch.zeros(prompts, beams, dtype=torch.bool, device=device)
     can_improve = torch.ones(prompts, 1, dtype=torch.bool, device=device)
     offsets = (torch.arange(prompts, device=device) * beams)[:, None]
+    stop_when_full = config.early_stopping is True  # "never" is truthy but never stops on full
+    # "never" with a positive length penalty bounds the running beams at their longest possible length.
+    longest_bound = config.early_stopping == "never" and config.length_penalty > 0
 
     for step in range(steps):
         log_probs = apply_penalties(logits.float().log_softmax(-1), history, config)
@@ -76,7 +80,7 @@ def beam_search(session: DecodeSession, config: GenerationConfig, stop_ids: list
 
         # Candidates that end join the finished hypotheses if they are among the best.
         finished_scores = top_scores / ((step + 1) ** config.length_penalty)
-        full = is_done.all(-1, keepdim=True) & config.early_stopping
+        full = is_done.all(-1, keepdim=True) & stop_when_full
         finished_scores = finished_scores + (full | ~can_improve).float() * _NEG
         finished_scores = finished_scores + (~(ends & is_top)).float() * _NEG
         merged_scores = torch.cat((done_scores, finished_scores), dim=1)
@@ -93,10 +97,11 @@ def beam_search(session: DecodeSession, config: GenerationConfig, stop_ids: list
         history.reorder(rows)
         history.append(next_tokens.view(-1))
 
-        best_running = running_scores[:, :1] / ((step + 1) ** config.length_penalty)
+        best_length = steps if longest_bound else step + 1
+        best_running = running_scores[:, :1] / (best_length**config.length_penalty)
         worst_done = torch.where(is_done, done_scores.min(-1, keepdim=True).values, _NEG)
         can_improve = can_improve & (best_running > worst_done).any(-1, keepdim=True)
-        all_full = bool(is_done.all()) and config.early_stopping
+        all_full = stop_when_full and bool(is_done.all())
         if step == steps - 1 or not bool(can_improve.any()) or all_full:
             break
         logits = session.step(next_tokens.view(-1, 1))[:, -1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
@@ -14,8 +15,10 @@ class GenerationConfig:
     """How to pick tokens. ``temperature == 0`` means greedy decoding.
 
     Stop conditions: ``eos_token_id`` (one id or several; default the model's; none with
-    ``ignore_eos``), extra
-    ``stop_token_ids``, and ``stop`` strings (matched on decoded text by :mod:`lmforge.generate.text`).
+    ``ignore_eos``), extra ``stop_token_ids``, and ``stop`` strings (matched on decoded text by
+    :mod:`lmforge.generate.text`). Beam search's ``early_stopping`` is transformers': True stops
+    once every prompt has ``num_beams`` finished hypotheses, False when no running beam can still
+    beat them at its current length, ``"never"`` when none could even at ``max_new_tokens``.
     Logit processors run in this order: repetition penalty (prompt and output tokens),
     frequency / presence penalties (output tokens, OpenAI's definition), ``no_repeat_ngram_size``,
     then temperature and the truncations top-k, top-p, min-p and typical-p.
@@ -37,7 +40,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0
     num_beams: int = 1
     length_penalty: float = 1.0
-    early_stopping: bool = False
+    early_stopping: bool | Literal["never"] = False
     n: int = 1
     eos_token_id: int | list[int] | None = None
     ignore_eos: bool = False
@@ -50,13 +53,15 @@ class GenerationConfig:
     prompt_lookup_max_ngram: int = 3
 
     def __post_init__(self) -> None:
+        if self.stop is None:  # a request's "stop": null
+            self.stop = []
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first field with a bad value."""
-        _int("max_new_tokens", self.max_new_tokens, low=0)
+        _int("max_new_tokens", self.max_new_tokens, low=1)
         _int("min_new_tokens", self.min_new_tokens, low=0)
         if self.min_new_tokens > self.max_new_tokens:
             raise ConfigError(
@@ -91,15 +96,22 @@ class GenerationConfig:
                 )
         elif self.n > 1 and self.temperature == 0:
             raise ConfigError(f"n={self.n} greedy samples would all be identical: set temperature > 0")
-        for token in self.eos_ids() + list(self.stop_token_ids):
-            _int("eos_token_id / stop_token_ids", token, low=0)
-        if not all(isinstance(s, str) and s for s in self.stop):
+        if self.eos_token_id is not None and not isinstance(self.eos_token_id, int):
+            _ids("eos_token_id", self.eos_token_id)
+            if not self.eos_token_id:
+                raise ConfigError("eos_token_id must be an id or a non-empty list of ids, got []")
+        elif self.eos_token_id is not None:
+            _int("eos_token_id", self.eos_token_id, low=0)
+        _ids("stop_token_ids", self.stop_token_ids)
+        if not isinstance(self.stop, list | tuple) or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(f"stop must be a list of non-empty strings, got {self.stop!r}")
         if self.seed is not None:
             _int("seed", self.seed, low=0)
-        for name in ("logprobs", "ignore_eos", "early_stopping"):
+        for name in ("logprobs", "ignore_eos"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
+            raise ConfigError(f"early_stopping must be true, false or 'never', got {self.early_stopping!r}")
         _int("top_logprobs", self.top_logprobs, low=0, high=20)
         _int("prompt_lookup_num_tokens", self.prompt_lookup_num_tokens, low=0)
         _int("prompt_lookup_max_ngram", self.prompt_lookup_max_ngram, low=1)
@@ -142,19 +154,27 @@ class GenerationConfig:
 
 
 def check_generation(config: GenerationConfig, model_config: ModelConfig, prompt_length: int) -> None:
-    """Refuse what the model cannot do: no LM head, or prompt + new tokens beyond its positions."""
+    """Refuse what the model cannot do: no LM head, stop ids outside its vocabulary, or prompt +
+    new tokens beyond its positions."""
     if model_config.head not in ("causal_lm", "seq2seq_lm"):
         raise ConfigError(
             f"generation needs a causal or seq2seq LM head; this model's head is {model_config.head!r}"
         )
-    tokens_used = prompt_length + config.max_new_tokens + config.prompt_lookup_num_tokens
+    for name, ids in (("eos_token_id", config.eos_ids()), ("stop_token_ids", config.stop_token_ids)):
+        outside = [token for token in ids if token >= model_config.vocab_size]
+        if outside:
+            raise ConfigError(
+                f"{name} {outside} outside the model's vocabulary (vocab_size {model_config.vocab_size})"
+            )
     if model_config.is_encoder_decoder or model_config.positions == "relative":
         return
+    tokens_used = prompt_length + config.max_new_tokens + config.prompt_lookup_num_tokens
     if tokens_used > model_config.max_positions:
+        drafts = config.prompt_lookup_num_tokens
         raise ConfigError(
-            f"prompt ({prompt_length} tokens) + max_new_tokens ({config.max_new_tokens}) "
-            f"{'+ prompt_lookup_num_tokens (' + str(config.prompt_lookup_num_tokens) + ') ' if config.prompt_lookup_num_tokens else ''}"
-            f"exceeds the model's max_positions ({model_config.max_positions}); "
+            f"prompt ({prompt_length} tokens) + max_new_tokens ({config.max_new_tokens})"
+            + (f" + prompt_lookup_num_tokens ({drafts})" if drafts else "")
+            + f" exceeds the model's max_positions ({model_config.max_positions}); "
             "shorten the prompt or lower max_new_tokens"
         )
 
@@ -178,3 +198,10 @@ def _float(name: str, value: object, low: float | None = None, strict: bool = Fa
     assert isinstance(value, int | float)
     if low is not None and (value <= low if strict else value < low):
         raise ConfigError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
+
+
+def _ids(name: str, values: object) -> None:
+    if not isinstance(values, list | tuple):
+        raise ConfigError(f"{name} must be a list of token ids, got {values!r}")
+    for value in values:
+        _int(name, value, low=0)
