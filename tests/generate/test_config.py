@@ -16,7 +16,6 @@ from lmforge.models import TransformerModel, preset_config
 
 # (field named in the message, the bad fields). Each row is one mistake on otherwise valid values.
 BAD: list[tuple[str, dict[str, Any]]] = [
-    ("max_new_tokens", {"max_new_tokens": 0}),
     ("max_new_tokens", {"max_new_tokens": -3}),
     ("max_new_tokens", {"max_new_tokens": 2.5}),
     ("max_new_tokens", {"max_new_tokens": "8"}),
@@ -116,6 +115,7 @@ def test_every_field_has_a_bad_value_row() -> None:
 
 GOOD: list[dict[str, Any]] = [
     {},
+    {"max_new_tokens": 0},  # no new token: serve's echo with max_tokens 0
     {"max_new_tokens": 1},
     {"min_new_tokens": 8, "max_new_tokens": 8},
     {"temperature": 0.7, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "typical_p": 0.5},
@@ -208,6 +208,7 @@ def test_generate_checks_before_decoding(gpt2_config: Any) -> None:
     mask[:, :10] = 0
     longest = GenerationConfig(max_new_tokens=54, ignore_eos=True)
     assert generate(model, prompt, mask, longest).shape == (2, 54)
+    assert generate(model, prompt, config=GenerationConfig(max_new_tokens=0)).shape == (2, 0)
     config = GenerationConfig()
     config.top_k = 0  # changed after construction: generate validates again
     with pytest.raises(ConfigError, match="top_k"):

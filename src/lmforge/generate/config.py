@@ -61,7 +61,8 @@ class GenerationConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first field with a bad value."""
-        _int("max_new_tokens", self.max_new_tokens, low=1)
+        # 0 is allowed: no new token (the server's echo of a prompt's log-probabilities, max_tokens 0).
+        _int("max_new_tokens", self.max_new_tokens, low=0)
         _int("min_new_tokens", self.min_new_tokens, low=0)
         if self.min_new_tokens > self.max_new_tokens:
             raise ConfigError(
