@@ -199,6 +199,14 @@ def test_token_budget_limits_what_one_step_prefills() -> None:
     assert (decoder.running, decoder.queued) == (3, 0)
 
 
+def test_max_new_tokens_zero_finishes_at_once() -> None:
+    decoder = BatchDecoder(_model("gpt2-tiny"), max_batch=2)
+    request_id = decoder.add([1, 2, 3], GenerationConfig(max_new_tokens=0))
+    events = decoder.step()
+    assert [(i, e.tokens, e.finished) for i, e in events] == [(request_id, [[]], ["length"])]
+    assert not decoder.has_work()
+
+
 def test_refusals_name_what_is_wrong() -> None:
     t5 = TransformerModel(preset_config("t5-tiny", head="seq2seq_lm", vocab_size=VOCAB)).eval()
     with pytest.raises(UnsupportedError, match="decoder-only"):

@@ -153,6 +153,7 @@ def test_bad_requests_fail_their_reader_only(model: TransformerModel) -> None:
         try:
             with pytest.raises(ConfigError, match="max_length"):
                 await _steps(scheduler, _prompt(40, 1), GenerationConfig(max_new_tokens=30))
+            assert await _steps(scheduler, _prompt(4, 2), GenerationConfig(max_new_tokens=0)) == []
             return await _steps(scheduler, _prompt(4, 2), GenerationConfig(max_new_tokens=5))
         finally:
             await scheduler.close()

@@ -173,6 +173,7 @@ class BatchDecoder:
         self._queue: deque[_Request] = deque()
         self._slots: list[_Request] = []  # the request in each occupied cache row
         self._ids = count()
+        self._finished_early: list[tuple[int, TokenStep]] = []
         config = model.config
         if config.is_encoder_decoder or config.head != "causal_lm":
             raise UnsupportedError(
@@ -228,6 +229,9 @@ class BatchDecoder:
         config = config or GenerationConfig()
         self.check(prompt_ids, config)
         request_id = next(self._ids)
+        if config.max_new_tokens == 0:  # nothing to decode: it finishes at the next step
+            self._finished_early.append((request_id, TokenStep(tokens=[[]], finished=["length"])))
+            return request_id
         generator = None
         if config.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -259,7 +263,7 @@ class BatchDecoder:
         return len(self._queue)
 
     def has_work(self) -> bool:
-        return bool(self._slots or self._queue)
+        return bool(self._slots or self._queue or self._finished_early)
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -267,7 +271,7 @@ class BatchDecoder:
         """Admit queued requests into free slots (prefill + their first token), then decode one token
         for every running request. Returns ``(request_id, one-row TokenStep)`` events in order; a
         request's last event has ``finished[0]`` set."""
-        events: list[tuple[int, TokenStep]] = []
+        events, self._finished_early = self._finished_early, []
         with torch.inference_mode():
             self._admit(events)
             if self._slots:

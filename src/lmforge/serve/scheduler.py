@@ -198,6 +198,9 @@ class Scheduler:
         if request.cancelled.is_set() or self._closed:
             request.end()
             return
+        if config.max_new_tokens == 0:  # as lmforge.generate.stream: no step at all
+            request.end()
+            return
         if config.num_beams > 1 or config.prompt_lookup_num_tokens:
             self._run_alone(request, prompt_ids, config)
             return
