@@ -148,3 +148,14 @@ def test_models_route(random_server: LiveServer) -> None:
         client.models.retrieve("gpt-4")
     assert type(error.value).__name__ == "NotFoundError"
     assert math.isfinite(card.created)
+
+
+def test_streamed_echo_with_no_new_tokens(random_server: LiveServer) -> None:
+    chunks = list(
+        random_server.client().completions.create(
+            model=MODEL, prompt="Hello world", max_tokens=0, echo=True, logprobs=1, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == "Hello world"
+    assert chunks[0].choices[0].logprobs.token_logprobs[0] is None
+    assert chunks[-1].choices[0].finish_reason == "length"

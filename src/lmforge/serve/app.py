@@ -21,10 +21,12 @@ from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
 from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.serve.backend import Backend, build_backend
+from lmforge.serve.chat import create_chat
 from lmforge.serve.completions import create_completion
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError, bad_request, install_error_handlers
 from lmforge.serve.schemas import (
+    ChatRequest,
     CompletionRequest,
     DetokenizeRequest,
     DetokenizeResponse,
@@ -120,6 +122,10 @@ def create_app(
     @app.post("/v1/completions", dependencies=auth, tags=["openai"], response_model=None)
     async def completions(body: CompletionRequest) -> Any:
         return await create_completion(state, body)
+
+    @app.post("/v1/chat/completions", dependencies=auth, tags=["openai"], response_model=None)
+    async def chat_completions(body: ChatRequest) -> Any:
+        return await create_chat(state, body)
 
     @app.post("/tokenize", dependencies=auth, tags=["tokenizer"])
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:

@@ -89,12 +89,13 @@ async def create_completion(state: ServerState, body: CompletionRequest) -> Resp
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             response = EventStream(
-                _stream(state, body, prompts, config, copies, chunk, include_usage), state.release
+                _stream(state, body, prompts, config, copies, chunk, include_usage, max_new > 0),
+                state.release,
             )
             handed_over = True
             return response
         results: dict[tuple[int, int], RowResult] = {}
-        async for index, deltas in merged_runs(state, [p.ids for p in prompts], config):
+        async for index, deltas in merged_runs(state, [p.ids for p in prompts], config, generate=max_new > 0):
             for delta in deltas:
                 results.setdefault((index, delta.row), RowResult()).add(delta)
     finally:
@@ -192,9 +193,16 @@ def _logprobs(
 
 
 async def merged_runs(
-    state: ServerState, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    state: ServerState, prompts: Sequence[Sequence[int]], config: GenerationConfig, generate: bool = True
 ) -> AsyncIterator[tuple[int, list[RowDelta]]]:
-    """Run every prompt at once (the backend decides what runs together); yield ``(prompt index, deltas)``."""
+    """Run every prompt at once (the backend decides what runs together); yield ``(prompt index, deltas)``.
+
+    ``generate=False`` (``max_tokens: 0``) ends every row at once, empty, with finish reason "length".
+    """
+    if not generate:
+        for index in range(len(prompts)):
+            yield index, [RowDelta(row, "", [], finish_reason="length") for row in range(config.n)]
+        return
     if len(prompts) == 1:
         async for deltas in run_text(state.backend, state.model, state.tokenizer, prompts[0], config):
             yield 0, deltas
@@ -234,6 +242,7 @@ async def _stream(
     copies: int,
     chunk: Any,
     include_usage: bool,
+    generate: bool,
 ) -> AsyncIterator[str]:
     offsets: dict[int, int] = {}  # where each choice's next token starts in its text (text_offset)
 
@@ -253,7 +262,7 @@ async def _stream(
                 chunk([choice(index * body.n + sample, text, scored, None) for sample in range(body.n)])
             )
     completion_tokens = 0
-    async for index, deltas in merged_runs(state, [p.ids for p in prompts], config):
+    async for index, deltas in merged_runs(state, [p.ids for p in prompts], config, generate):
         choices = []
         for delta in deltas:
             for sample in range(copies) if copies > 1 else [delta.row]:

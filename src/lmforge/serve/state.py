@@ -144,7 +144,8 @@ class ServerState:
         greedy = temperature == 0
         try:
             config = GenerationConfig(
-                max_new_tokens=max_new_tokens,
+                # max_tokens 0 (echo-only scoring) never reaches the engine: see merged_runs.
+                max_new_tokens=max(1, max_new_tokens),
                 temperature=temperature,
                 top_p=None if request.top_p in (None, 1.0) else request.top_p,
                 top_k=request.top_k,
