@@ -396,6 +396,13 @@ CASES += [
     Case("chat-missing-model", "chat {ws}/nowhere", 1, ("nowhere",)),
     Case("chat-top-p-0", "chat {ws}/gpt --top-p 0", 1, ("top_p",)),
     Case("chat-no-template", "chat {ws}/gpt", 1, ("chat template",)),
+    # -- serve (issue 16): settings are checked before the model loads; nothing starts listening
+    Case("serve-missing-model", "serve {ws}/nowhere", 1, ("nowhere",)),
+    Case("serve-port-out-of-range", "serve {ws}/gpt --port 70000", 1, ("port", "70000")),
+    Case("serve-max-batch-0", "serve {ws}/gpt --max-batch 0", 1, ("max_batch",)),
+    Case("serve-empty-api-key", "serve {ws}/gpt --api-key ' '", 1, ("api_key",)),
+    Case("serve-log-level", "serve {ws}/gpt --log-level loud", 1, ("--log-level",)),
+    Case("serve-classifier", "serve {ws}/clf2", 1, ("clf2", "head")),
 ]
 
 # A representative row of each kind, run as a real process.

@@ -28,6 +28,7 @@ from lmforge.cli.prompt import prompt_cmd
 from lmforge.cli.prune import prune_cmd
 from lmforge.cli.quantize import quantize_cmd
 from lmforge.cli.quickstart import quickstart
+from lmforge.cli.serve import serve_cmd
 from lmforge.cli.tokenizer import tokenizer_train
 from lmforge.cli.tune import tune_cmd
 
@@ -95,6 +96,7 @@ app.command("prune")(prune_cmd)
 app.command("distill")(distill_cmd)
 app.command("generate")(generate_cmd)
 app.command("chat")(chat_cmd)
+app.command("serve")(serve_cmd)
 
 
 def main(args: Sequence[str] | None = None) -> None:
