@@ -1,6 +1,6 @@
 """The HTTP app: :func:`create_app` wires the routes, limits, authentication and errors around a backend.
 
-Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``
+Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``
 (and ``/v1/models/{id}``), ``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``,
 ``GET /health``. Everything but ``/health`` needs the API key when one is set.
 """
@@ -24,12 +24,15 @@ from lmforge.serve.backend import Backend, build_backend
 from lmforge.serve.chat import create_chat
 from lmforge.serve.completions import create_completion
 from lmforge.serve.config import ServeConfig
+from lmforge.serve.embeddings import create_embeddings
 from lmforge.serve.errors import APIError, bad_request, install_error_handlers
 from lmforge.serve.schemas import (
     ChatRequest,
     CompletionRequest,
     DetokenizeRequest,
     DetokenizeResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     ModelCard,
     ModelList,
     TokenizeRequest,
@@ -42,6 +45,10 @@ from lmforge.version import __version__
 
 __all__ = ["create_app", "load_for_serving"]
 
+GENERATING_HEADS = ("causal_lm", "seq2seq_lm")
+#: Heads the server can use: LMs generate (and embed); a base encoder (MiniLM) only embeds.
+SERVED_HEADS = (*GENERATING_HEADS, "base")
+
 
 def load_for_serving(model: str | Path, device: str = "cpu") -> LoadedModel:
     """Load a checkpoint (any source ``lmforge.load`` reads) and refuse one the server cannot use."""
@@ -50,9 +57,10 @@ def load_for_serving(model: str | Path, device: str = "cpu") -> LoadedModel:
     loaded = lmforge.load(model, device=device)
     if loaded.tokenizer is None:
         raise ConfigError(f"{model}: has no tokenizer; the server needs one to read prompts and write text")
-    if loaded.config.head not in ("causal_lm", "seq2seq_lm"):
+    if loaded.config.head not in SERVED_HEADS:
         raise ConfigError(
-            f"{model}: its head is {loaded.config.head!r}; serving needs a causal or seq2seq LM"
+            f"{model}: its head is {loaded.config.head!r}; serving needs a causal or seq2seq LM "
+            "(generation) or a base encoder (embeddings)"
         )
     return loaded
 
@@ -85,12 +93,15 @@ def create_app(
         model = model.model
     if tokenizer is None:
         raise ConfigError("create_app needs the model's tokenizer (pass tokenizer=...)")
-    if model.lm_head is None:
-        raise ConfigError(f"serving needs a causal or seq2seq LM; this model's head is {model.config.head!r}")
+    if model.config.head not in SERVED_HEADS:
+        raise ConfigError(
+            f"serving needs a causal or seq2seq LM or a base encoder; this model's head is {model.config.head!r}"
+        )
+    generates = model.config.head in GENERATING_HEADS
     state = ServerState(
         model=model.eval(),
         tokenizer=tokenizer,
-        backend=backend or build_backend(model, config.max_batch),
+        backend=backend or build_backend(model, config.max_batch if generates else 1),
         config=config,
         model_name=name or "model",
     )
@@ -126,6 +137,10 @@ def create_app(
     @app.post("/v1/chat/completions", dependencies=auth, tags=["openai"], response_model=None)
     async def chat_completions(body: ChatRequest) -> Any:
         return await create_chat(state, body)
+
+    @app.post("/v1/embeddings", dependencies=auth, tags=["openai"])
+    async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
+        return await create_embeddings(state, body)
 
     @app.post("/tokenize", dependencies=auth, tags=["tokenizer"])
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:

@@ -35,6 +35,7 @@ from lmforge.tokenizers import Tokenizer
 
 async def create_chat(state: ServerState, body: ChatRequest) -> Response | ChatResponse:
     state.check_model(body.model)
+    state.check_generation()
     if body.tools:
         raise bad_request("tools (function calling) are not supported", "tools")
     if body.response_format is not None and body.response_format.type != "text":

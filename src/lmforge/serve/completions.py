@@ -41,6 +41,7 @@ class _Prompt:
 
 async def create_completion(state: ServerState, body: CompletionRequest) -> Response | CompletionResponse:
     state.check_model(body.model)
+    state.check_generation()
     if body.best_of not in (None, body.n):
         raise bad_request("best_of is not supported (only best_of == n)", "best_of")
     if body.logit_bias:

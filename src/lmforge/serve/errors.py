@@ -82,6 +82,7 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
 _UNION_FORMS = {
     "prompt": "a string, a list of strings, a list of token ids or a list of token-id lists",
     "stop": "a string or a list of strings",
+    "input": "a string, a list of strings, a list of token ids or a list of token-id lists",
 }
 
 

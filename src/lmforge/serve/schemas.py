@@ -95,6 +95,16 @@ class ChatRequest(_Sampling):
     tool_choice: Any = None
 
 
+class EmbeddingRequest(_Request):
+    """``POST /v1/embeddings``: texts or token ids."""
+
+    model: StrictStr
+    input: StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    user: StrictStr | None = None
+
+
 class TokenizeRequest(_Request):
     """``POST /tokenize``: a text or a chat (rendered with the model's template)."""
 
@@ -175,6 +185,24 @@ class ChatResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

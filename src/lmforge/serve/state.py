@@ -37,6 +37,15 @@ class ServerState:
             return None
         return config.max_positions
 
+    def check_generation(self) -> None:
+        """Refuse a generation route on a model without an LM head (a base encoder serves embeddings)."""
+        if self.model.config.head not in ("causal_lm", "seq2seq_lm"):
+            raise bad_request(
+                f"the model {self.model_name!r} (head {self.model.config.head!r}) does not generate text; "
+                "it serves /v1/embeddings",
+                "model",
+            )
+
     def check_model(self, name: str) -> None:
         if name != self.model_name:
             raise APIError(
