@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``
 (and ``/v1/models/{id}``), ``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``,
-``GET /health``. Everything but ``/health`` needs the API key when one is set.
+``GET /health``, ``GET /metrics`` (Prometheus). Everything but ``/health`` needs the API key when one is set.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmforge.errors import ConfigError
@@ -26,6 +27,7 @@ from lmforge.serve.completions import create_completion
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.embeddings import create_embeddings
 from lmforge.serve.errors import APIError, bad_request, install_error_handlers
+from lmforge.serve.metrics import CONTENT_TYPE, RequestMetrics, ServerMetrics
 from lmforge.serve.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -105,6 +107,7 @@ def create_app(
         config=config,
         model_name=name or "model",
     )
+    state.metrics = ServerMetrics(lambda: state.active, state.backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,11 +118,16 @@ def create_app(
     app.state.lmforge = state
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
     auth = [Depends(_authorize(config.api_key))]
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=auth, tags=["server"])
+    async def metrics() -> Response:
+        return Response(state.metrics.text(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models", dependencies=auth, tags=["openai"])
     async def list_models() -> ModelList:

@@ -125,6 +125,8 @@ class SerialBackend:
         self.model = model.eval()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-serve")
         self._streams: set[_SerialStream] = set()
+        #: Rows decoding now (the current request's samples); read by the metrics.
+        self.running = 0
 
     def submit(self, prompt_ids: Sequence[int], config: GenerationConfig) -> _SerialStream:
         request = _SerialStream(asyncio.get_running_loop())
@@ -146,6 +148,7 @@ class SerialBackend:
                 return
             device = next(self.model.parameters()).device
             input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+            self.running = config.n
             steps = stream(self.model, input_ids, None, config)
             try:
                 for step in steps:
@@ -158,6 +161,7 @@ class SerialBackend:
         except Exception as error:  # handed to the request's reader, which reports it
             request.put(_Failure(error))
         finally:
+            self.running = 0
             request.put(_END)
             self._streams.discard(request)
 

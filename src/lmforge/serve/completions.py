@@ -199,7 +199,22 @@ async def merged_runs(
     """Run every prompt at once (the backend decides what runs together); yield ``(prompt index, deltas)``.
 
     ``generate=False`` (``max_tokens: 0``) ends every row at once, empty, with finish reason "length".
+    Tokens generated and each prompt's time to first token go to the server's metrics.
     """
+    start, started = time.perf_counter(), set()
+    async for index, deltas in _runs(state, prompts, config, generate):
+        tokens = sum(len(delta.token_ids) for delta in deltas)
+        if tokens:
+            state.metrics.tokens.inc(tokens)
+            if index not in started:
+                started.add(index)
+                state.metrics.first_token.observe(time.perf_counter() - start)
+        yield index, deltas
+
+
+async def _runs(
+    state: ServerState, prompts: Sequence[Sequence[int]], config: GenerationConfig, generate: bool
+) -> AsyncIterator[tuple[int, list[RowDelta]]]:
     if not generate:
         for index in range(len(prompts)):
             yield index, [RowDelta(row, "", [], finish_reason="length") for row in range(config.n)]

@@ -14,6 +14,7 @@ from lmforge.models import TransformerModel
 from lmforge.serve.backend import Backend
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import APIError, bad_request
+from lmforge.serve.metrics import ServerMetrics
 from lmforge.serve.runs import with_default_eos
 from lmforge.serve.schemas import _Sampling
 from lmforge.tokenizers import Tokenizer
@@ -28,6 +29,7 @@ class ServerState:
     model_name: str
     created: int = field(default_factory=lambda: int(time.time()))
     active: int = 0
+    metrics: ServerMetrics = field(init=False)
 
     @property
     def context_length(self) -> int | None:
