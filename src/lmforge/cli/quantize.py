@@ -20,10 +20,15 @@ def quantize_cmd(
     method: Annotated[
         str,
         typer.Option(
-            "--method", help="int8 (dynamic, CPU encoders) | int8-wo | int4-wo | gptq-int4 | gptq-int8."
+            "--method",
+            help="int8 (dynamic, CPU encoders) | int8-wo | int4-wo | gptq-int4 | gptq-int8; with "
+            "--format gguf: q8_0 | q4_0 | q4_1 | f16 | f32.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (or .gguf file) to write.")],
+    output_format: Annotated[
+        str, typer.Option("--format", help="lmforge (checkpoint directory) | gguf (one llama.cpp file).")
+    ] = "lmforge",
     group_size: Annotated[
         int | None, typer.Option("--group-size", help="int4 methods: columns per scale (32, 64, 128; 64).")
     ] = None,
@@ -51,13 +56,14 @@ def quantize_cmd(
     evaluation: EvalData | None,
 ) -> None:
     """Quantize a model's linear layers (int8 dynamic, int8 / int4 weight-only, GPTQ int4) into a
-    checkpoint that lmforge.load, evaluate and calibrate read."""
+    checkpoint that lmforge.load, evaluate and calibrate read, or (--format gguf) into a llama.cpp GGUF
+    file (Q8_0 / Q4_0 / Q4_1 / F16 / F32)."""
     from lmforge.compress import QuantizeConfig, quantize
 
     config = QuantizeConfig(
         method, group_size, embeddings=not keep_embeddings, calibration=tuple(comma_list(calibration)),
         lm_head=lm_head, calibration_samples=calibration_samples, calibration_length=calibration_length,
-        damp=damp, threads=threads,
+        damp=damp, threads=threads, format=output_format,
     )  # fmt: skip
     report = quantize(model, out, config, evaluation)
     print_report(report, out)

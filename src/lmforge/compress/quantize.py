@@ -13,6 +13,10 @@ Methods (the layers are in :mod:`lmforge.models.quantized`):
 The quantized linears are those of the Transformer blocks (and ALBERT's embedding projection);
 task heads, the LM head and norms stay in float: they are a small share of the weights and the
 most sensitive to rounding. The result is a normal lmforge checkpoint that ``lmforge.load`` reads.
+
+With ``format="gguf"`` the method is a GGUF tensor type (``q8_0``, ``q4_0``, ``q4_1``, ``f16``,
+``f32``) and the result one llama.cpp ``.gguf`` file (:mod:`lmforge.models.io.gguf_export`), which
+``lmforge.load`` also reads.
 """
 
 from __future__ import annotations
@@ -44,7 +48,20 @@ from lmforge.models.quantized import (
 from lmforge.runtime import torch_threads
 from lmforge.tokenizers import Tokenizer
 
-__all__ = ["QuantizeConfig", "calibration_batches", "quantizable_linears", "quantize", "quantize_model"]
+#: Output formats: an lmforge checkpoint directory, or one llama.cpp GGUF file.
+FORMATS = ("lmforge", "gguf")
+#: Methods of ``format="gguf"``: the GGUF tensor type of the weight matrices.
+GGUF_METHODS = ("q8_0", "q4_0", "q4_1", "f16", "f32")
+
+__all__ = [
+    "FORMATS",
+    "GGUF_METHODS",
+    "QuantizeConfig",
+    "calibration_batches",
+    "quantizable_linears",
+    "quantize",
+    "quantize_model",
+]
 
 
 @dataclass
@@ -62,6 +79,8 @@ class QuantizeConfig:
         calibration_length: tokens per calibration sequence.
         damp: GPTQ: Hessian damping as a share of its mean diagonal.
         threads: torch CPU threads (``None``: torch's default).
+        format: ``"lmforge"`` (a checkpoint directory) or ``"gguf"`` (one ``.gguf`` file; the
+            method is then one of :data:`GGUF_METHODS`).
     """
 
     method: str
@@ -73,6 +92,7 @@ class QuantizeConfig:
     calibration_length: int = 256
     damp: float = 0.01
     threads: int | None = None
+    format: str = "lmforge"
 
     def __post_init__(self) -> None:
         if self.group_size is None and self.method in ("int4-wo", "gptq-int4"):
@@ -80,8 +100,18 @@ class QuantizeConfig:
 
     def validate(self) -> None:
         """Refuse bad settings before anything is read or written."""
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.format == "gguf":
+            self._validate_gguf()
+            return
+        if self.method in GGUF_METHODS:
+            raise ConfigError(f"--method {self.method} is a GGUF tensor type: add --format gguf")
         if self.method not in METHODS:
-            raise ConfigError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
+            raise ConfigError(
+                f"--method {self.method!r}: choose one of {', '.join(METHODS)} (or, with --format gguf, "
+                f"{', '.join(GGUF_METHODS)})"
+            )
         if self.method in ("int8", "int8-wo", "gptq-int8"):
             if self.group_size is not None:
                 raise ConfigError(
@@ -103,6 +133,20 @@ class QuantizeConfig:
                 raise ConfigError(f"--damp {self.damp}: must be in (0, 1)")
         elif self.calibration:
             raise ConfigError(f"--calibration is only used by the GPTQ methods, not {self.method}")
+
+    def _validate_gguf(self) -> None:
+        if self.method not in GGUF_METHODS:
+            raise ConfigError(
+                f"--format gguf: --method {self.method!r} is not a GGUF tensor type; choose one of "
+                f"{', '.join(GGUF_METHODS)}"
+            )
+        for flag, given in (
+            ("--group-size", self.group_size is not None),
+            ("--calibration", bool(self.calibration)),
+            ("--lm-head", self.lm_head),
+        ):
+            if given:
+                raise ConfigError(f"{flag} does not apply to --format gguf (GGUF types fix their own blocks)")
 
 
 def quantizable_linears(model: TransformerModel) -> list[str]:
@@ -247,6 +291,8 @@ def quantize(
         weights before and after, file bytes (and the calibration report).
     """
     config.validate()
+    if config.format == "gguf":
+        return _quantize_to_gguf(model, Path(out), config, eval_data)
     prepare_output(out, eval_data)
     loaded = load(model)
     check_supported(loaded.model, config, str(model))
@@ -264,3 +310,29 @@ def quantize(
         }
         publish(out, loaded.model, loaded.tokenizer, report, before, eval_data)
     return report
+
+
+def _quantize_to_gguf(
+    model: str | Path, out: Path, config: QuantizeConfig, eval_data: EvalData | None
+) -> dict[str, Any]:
+    """``format="gguf"``: the model written as the one GGUF file ``out``."""
+    from lmforge.models.io.gguf_export import check_exportable, export_gguf
+
+    if eval_data is not None:
+        raise ConfigError(
+            "--eval-data does not apply to --format gguf; evaluate the written .gguf file instead"
+        )
+    if out.suffix != ".gguf" or out.is_dir():
+        raise ConfigError(f"--out {out}: --format gguf writes one file; name it *.gguf (not a directory)")
+    loaded = load(model)
+    check_exportable(loaded.model, config.method.upper(), str(model))
+    with torch_threads(config.threads):
+        written = export_gguf(loaded.model, loaded.tokenizer, out, config.method.upper())
+    return {
+        "kind": "quantize",
+        "model": str(model),
+        "settings": asdict(config),
+        "format": "gguf",
+        "weight_bytes_before": parameter_bytes(loaded.model),
+        **written,
+    }

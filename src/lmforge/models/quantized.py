@@ -350,7 +350,9 @@ class Int4WeightOnlyLinear(_QuantizedLinear):
 
 
 class Int8Embedding(nn.Module):
-    """A token table of int8 rows with one scale each; a lookup scales only the rows it reads."""
+    """A token table of int8 rows with one scale per row (``weight_scale`` (V,)) or per block of
+    columns (``weight_scale`` (V, G): GGUF Q8_0's 32-wide blocks); a lookup scales only the rows
+    it reads."""
 
     weight_int8: Tensor
     weight_scale: Tensor
@@ -358,6 +360,10 @@ class Int8Embedding(nn.Module):
     def __init__(self, weight_int8: Tensor, weight_scale: Tensor) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = weight_int8.shape
+        if weight_scale.dim() == 2 and self.embedding_dim % weight_scale.shape[1]:
+            raise CheckpointError(
+                f"Int8Embedding: {weight_scale.shape[1]} scale blocks do not divide the width {self.embedding_dim}"
+            )
         self.register_buffer("weight_int8", weight_int8.to(torch.int8))
         self.register_buffer("weight_scale", weight_scale.detach().float())
 
@@ -370,9 +376,20 @@ class Int8Embedding(nn.Module):
     def empty(cls, num_embeddings: int, embedding_dim: int) -> Int8Embedding:
         return cls(torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8), torch.ones(num_embeddings))
 
+    def _scaled(self, rows: Tensor, scale: Tensor) -> Tensor:
+        """int8 rows (..., E) times their scales (...,) or (..., G)."""
+        rows = rows.to(self.weight_scale.dtype)
+        if scale.dim() == rows.dim():  # block scales: (..., G, E / G) * (..., G, 1)
+            blocks = rows.unflatten(-1, (scale.shape[-1], -1))
+            return (blocks * scale[..., None]).flatten(-2)
+        return rows * scale[..., None]
+
     def forward(self, input_ids: Tensor) -> Tensor:
-        rows = self.weight_int8[input_ids].to(self.weight_scale.dtype)  # (..., E)
-        return rows * self.weight_scale[input_ids][..., None]
+        return self._scaled(self.weight_int8[input_ids], self.weight_scale[input_ids])  # (..., E)
+
+    def dequantized(self) -> Tensor:
+        """The (V, E) float32 table the int8 rows stand for (GGUF export)."""
+        return self._scaled(self.weight_int8, self.weight_scale).float()
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
