@@ -402,7 +402,8 @@ CASES += [
     Case("serve-max-batch-0", "serve {ws}/gpt --max-batch 0", 1, ("max_batch",)),
     Case("serve-empty-api-key", "serve {ws}/gpt --api-key ' '", 1, ("api_key",)),
     Case("serve-log-level", "serve {ws}/gpt --log-level loud", 1, ("--log-level",)),
-    Case("serve-classifier", "serve {ws}/clf2", 1, ("clf2", "head")),
+    Case("serve-labels-mismatch", "serve {ws}/clf2 --labels a,b,c", 1, ("labels", "3")),
+    Case("serve-labels-repeated", "serve {ws}/clf2 --labels a,a", 1, ("labels", "distinct")),
 ]
 
 # A representative row of each kind, run as a real process.

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lmforge.cli.options import err_console
+from lmforge.cli.options import comma_list, err_console
 from lmforge.errors import LmforgeError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -33,13 +33,17 @@ def serve_cmd(
         int, typer.Option("--max-queued", help="Requests queued or running at once; more get 429.")
     ] = 64,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes")] = 1 << 20,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="A classifier's class names in order: neg,pos.")
+    ] = None,
     device: Annotated[str, typer.Option("--device")] = "cpu",
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: critical ... debug.")] = "info",
     graceful_timeout: Annotated[
         int, typer.Option("--graceful-timeout", help="Seconds in-flight requests get to finish on SIGTERM.")
     ] = 30,
 ) -> None:
-    """Serve MODEL over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models)."""
+    """Serve MODEL over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/embeddings,
+    /v1/models) and /v1/classify for a fine-tuned classifier."""
     from lmforge.serve.config import ServeConfig
 
     config = ServeConfig(
@@ -53,6 +57,7 @@ def serve_cmd(
         max_prompt_tokens=max_prompt_tokens,
         max_tokens=max_tokens,
         max_queued=max_queued,
+        labels=comma_list(labels) if labels is not None else None,
     )
     if log_level not in LOG_LEVELS:
         raise LmforgeError(f"--log-level {log_level!r}: use one of {', '.join(LOG_LEVELS)}")

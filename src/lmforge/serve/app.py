@@ -1,6 +1,6 @@
 """The HTTP app: :func:`create_app` wires the routes, limits, authentication and errors around a backend.
 
-Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``
+Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/classify``, ``GET /v1/models``
 (and ``/v1/models/{id}``), ``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``,
 ``GET /health``, ``GET /metrics`` (Prometheus). Everything but ``/health`` needs the API key when one is set.
 """
@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lmforge.api import CalibratedModel
 from lmforge.errors import ConfigError
 from lmforge.models import TransformerModel
 from lmforge.models.io.checkpoint import LoadedModel
 from lmforge.serve.backend import Backend, build_backend
 from lmforge.serve.chat import create_chat
+from lmforge.serve.classify import create_classification, label_names
 from lmforge.serve.completions import create_completion
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.embeddings import create_embeddings
@@ -30,6 +32,8 @@ from lmforge.serve.errors import APIError, bad_request, install_error_handlers
 from lmforge.serve.metrics import CONTENT_TYPE, RequestMetrics, ServerMetrics
 from lmforge.serve.schemas import (
     ChatRequest,
+    ClassifyRequest,
+    ClassifyResponse,
     CompletionRequest,
     DetokenizeRequest,
     DetokenizeResponse,
@@ -48,8 +52,9 @@ from lmforge.version import __version__
 __all__ = ["create_app", "load_for_serving"]
 
 GENERATING_HEADS = ("causal_lm", "seq2seq_lm")
-#: Heads the server can use: LMs generate (and embed); a base encoder (MiniLM) only embeds.
-SERVED_HEADS = (*GENERATING_HEADS, "base")
+#: Heads the server can use: LMs generate (and embed); a base encoder (MiniLM) embeds; a sequence
+#: classifier classifies (calibrated when its checkpoint has a calibrator) and embeds.
+SERVED_HEADS = (*GENERATING_HEADS, "base", "sequence_classification")
 
 
 def load_for_serving(model: str | Path, device: str = "cpu") -> LoadedModel:
@@ -62,7 +67,7 @@ def load_for_serving(model: str | Path, device: str = "cpu") -> LoadedModel:
     if loaded.config.head not in SERVED_HEADS:
         raise ConfigError(
             f"{model}: its head is {loaded.config.head!r}; serving needs a causal or seq2seq LM "
-            "(generation) or a base encoder (embeddings)"
+            "(generation), a base encoder (embeddings) or a sequence classifier"
         )
     return loaded
 
@@ -89,6 +94,7 @@ def create_app(
     if isinstance(model, str | Path):
         name = name or Path(model).name or str(model)
         model = load_for_serving(model, config.device)
+    bundle = model if isinstance(model, LoadedModel) else None
     if isinstance(model, LoadedModel):
         name = name or Path(model.source).name or "model"
         tokenizer = tokenizer or model.tokenizer
@@ -97,7 +103,8 @@ def create_app(
         raise ConfigError("create_app needs the model's tokenizer (pass tokenizer=...)")
     if model.config.head not in SERVED_HEADS:
         raise ConfigError(
-            f"serving needs a causal or seq2seq LM or a base encoder; this model's head is {model.config.head!r}"
+            f"serving needs a causal or seq2seq LM, a base encoder or a sequence classifier; this model's "
+            f"head is {model.config.head!r}"
         )
     generates = model.config.head in GENERATING_HEADS
     state = ServerState(
@@ -108,6 +115,12 @@ def create_app(
         model_name=name or "model",
     )
     state.metrics = ServerMetrics(lambda: state.active, state.backend)
+    if model.config.head == "sequence_classification":
+        if not isinstance(bundle, CalibratedModel):
+            source = bundle.source if bundle is not None else state.model_name
+            bundle = CalibratedModel(model, tokenizer, model.config, source)
+        state.classifier = bundle
+        state.label_names = label_names(bundle, config.labels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -149,6 +162,10 @@ def create_app(
     @app.post("/v1/embeddings", dependencies=auth, tags=["openai"])
     async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
         return await create_embeddings(state, body)
+
+    @app.post("/v1/classify", dependencies=auth, tags=["lmforge"])
+    async def classify(body: ClassifyRequest) -> ClassifyResponse:
+        return await create_classification(state, body)
 
     @app.post("/tokenize", dependencies=auth, tags=["tokenizer"])
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:

@@ -28,6 +28,8 @@ class ServeConfig:
         model_name: the id clients send as ``model`` (default: the checkpoint directory's name).
         max_batch: sequences decoded together (1: one request at a time; more: continuous batching).
         device: where the model runs.
+        labels: class names of a sequence classifier, in index order (default: the checkpoint's
+            ``id2label``, else ``LABEL_i``).
     """
 
     host: str = "127.0.0.1"
@@ -43,6 +45,7 @@ class ServeConfig:
     max_prompts: int = 64
     max_n: int = 16
     retry_after_s: int = 1
+    labels: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -59,6 +62,14 @@ class ServeConfig:
         for name in ("max_batch", "max_body_bytes", "max_tokens", "max_queued", "max_prompts", "max_n"):
             _int(name, getattr(self, name), 1)
         _int("retry_after_s", self.retry_after_s, 0)
+        if self.labels is not None and (
+            not isinstance(self.labels, list)
+            or not self.labels
+            or not all(isinstance(x, str) and x for x in self.labels)
+        ):
+            raise ConfigError(f"labels must be a non-empty list of non-empty names, got {self.labels!r}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"labels must be distinct, got {self.labels!r}")
         if self.max_prompt_tokens is not None:
             _int("max_prompt_tokens", self.max_prompt_tokens, 1)
 

@@ -20,6 +20,7 @@ _ROUTES = (
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/v1/classify",
     "/v1/models",
     "/tokenize",
     "/detokenize",

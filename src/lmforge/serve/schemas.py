@@ -105,6 +105,14 @@ class EmbeddingRequest(_Request):
     user: StrictStr | None = None
 
 
+class ClassifyRequest(_Request):
+    """``POST /v1/classify``: one text or several."""
+
+    model: StrictStr
+    input: StrictStr | list[StrictStr]
+    user: StrictStr | None = None
+
+
 class TokenizeRequest(_Request):
     """``POST /tokenize``: a text or a chat (rendered with the model's template)."""
 
@@ -202,6 +210,26 @@ class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[Embedding]
     model: str
+    usage: EmbeddingUsage
+
+
+class Classification(BaseModel):
+    index: int
+    label: str
+    #: calibrated when the checkpoint has a calibrator, else equal to raw_probs
+    probs: dict[str, float]
+    #: the classifier's own softmax
+    raw_probs: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    #: the calibrator's method ("temperature", "isotonic", ...), or "none"
+    calibration: str
+    #: how the probabilities were predicted when not one pass: {"method": "mc_dropout", ...}
+    predictive: dict[str, Any] | None = None
+    data: list[Classification]
     usage: EmbeddingUsage
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from lmforge.api import CalibratedModel
 from lmforge.errors import ConfigError
 from lmforge.generate import GenerationConfig
 from lmforge.models import TransformerModel
@@ -30,6 +31,9 @@ class ServerState:
     created: int = field(default_factory=lambda: int(time.time()))
     active: int = 0
     metrics: ServerMetrics = field(init=False)
+    #: The model with its calibrator when it is a sequence classifier (``/v1/classify``).
+    classifier: CalibratedModel | None = None
+    label_names: list[str] = field(default_factory=list)
 
     @property
     def context_length(self) -> int | None:
