@@ -90,3 +90,15 @@ def test_source_files_stay_under_the_line_limit() -> None:
     assert not too_long, f"split these files to at most {MAX_LINES} lines: {too_long}"
     shrunk = sorted(name for name in OVER_LIMIT if lengths.get(name, 0) <= MAX_LINES)
     assert not shrunk, f"now at most {MAX_LINES} lines (or gone): remove {shrunk} from OVER_LIMIT"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test files by basename (tests/ dirs are not packages): a second ``test_x.py``
+    in another folder stops collection of the whole suite with 'import file mismatch'."""
+    tests = Path(__file__).resolve().parent
+    by_name: dict[str, list[str]] = {}
+    for path in tests.rglob("*.py"):
+        if path.name != "conftest.py" and "__pycache__" not in path.parts:
+            by_name.setdefault(path.name, []).append(path.relative_to(tests).as_posix())
+    clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    assert not clashes, f"rename one of each: {clashes}"
