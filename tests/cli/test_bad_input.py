@@ -401,6 +401,7 @@ CASES += [
     Case("serve-port-out-of-range", "serve {ws}/gpt --port 70000", 1, ("port", "70000")),
     Case("serve-max-batch-0", "serve {ws}/gpt --max-batch 0", 1, ("max_batch",)),
     Case("serve-empty-api-key", "serve {ws}/gpt --api-key ' '", 1, ("api_key",)),
+    Case("serve-request-timeout", "serve {ws}/gpt --request-timeout -1", 1, ("request_timeout_s",)),
     Case("serve-log-level", "serve {ws}/gpt --log-level loud", 1, ("--log-level",)),
     Case("serve-labels-mismatch", "serve {ws}/clf2 --labels a,b,c", 1, ("labels", "3")),
     Case("serve-labels-repeated", "serve {ws}/clf2 --labels a,a", 1, ("labels", "distinct")),

@@ -33,6 +33,9 @@ def serve_cmd(
         int, typer.Option("--max-queued", help="Requests queued or running at once; more get 429.")
     ] = 64,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes")] = 1 << 20,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", help="Seconds a generation may take; 0: no limit.")
+    ] = 600.0,
     labels: Annotated[
         str | None, typer.Option("--labels", help="A classifier's class names in order: neg,pos.")
     ] = None,
@@ -58,6 +61,7 @@ def serve_cmd(
         max_tokens=max_tokens,
         max_queued=max_queued,
         labels=comma_list(labels) if labels is not None else None,
+        request_timeout_s=request_timeout if request_timeout != 0 else None,
     )
     if log_level not in LOG_LEVELS:
         raise LmforgeError(f"--log-level {log_level!r}: use one of {', '.join(LOG_LEVELS)}")

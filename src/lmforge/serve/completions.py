@@ -220,14 +220,18 @@ async def _runs(
             yield index, [RowDelta(row, "", [], finish_reason="length") for row in range(config.n)]
         return
     if len(prompts) == 1:
-        async for deltas in run_text(state.backend, state.model, state.tokenizer, prompts[0], config):
+        async for deltas in run_text(
+            state.backend, state.model, state.tokenizer, prompts[0], config, state.config.request_timeout_s
+        ):
             yield 0, deltas
         return
     queue: asyncio.Queue[tuple[int, list[RowDelta] | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, ids: Sequence[int]) -> None:
         try:
-            async for deltas in run_text(state.backend, state.model, state.tokenizer, ids, config):
+            async for deltas in run_text(
+                state.backend, state.model, state.tokenizer, ids, config, state.config.request_timeout_s
+            ):
                 queue.put_nowait((index, deltas))
             queue.put_nowait((index, None))
         except Exception as error:

@@ -18,7 +18,9 @@ class ServeConfig:
     Limits (every one answers a 4xx with an OpenAI-style error): ``max_body_bytes`` per request
     body (413), ``max_prompt_tokens`` per prompt and ``max_tokens`` per completion (400),
     ``max_queued`` requests generating or waiting at once (429 with ``Retry-After``), ``max_prompts``
-    per completions request and ``max_n`` samples per prompt (400).
+    per completions request and ``max_n`` samples per prompt (400). A generation still running after
+    ``request_timeout_s`` (queueing included; None: no limit) is cancelled and ends as if it had
+    reached ``max_tokens`` (finish reason "length").
 
     Args:
         host: address to bind; loopback by default, so nothing outside the machine can reach it.
@@ -46,6 +48,7 @@ class ServeConfig:
     max_n: int = 16
     retry_after_s: int = 1
     labels: list[str] | None = None
+    request_timeout_s: float | None = 600.0
 
     def __post_init__(self) -> None:
         if self.api_key is None:
@@ -70,6 +73,14 @@ class ServeConfig:
             raise ConfigError(f"labels must be a non-empty list of non-empty names, got {self.labels!r}")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"labels must be distinct, got {self.labels!r}")
+        if self.request_timeout_s is not None and not (
+            isinstance(self.request_timeout_s, int | float)
+            and not isinstance(self.request_timeout_s, bool)
+            and self.request_timeout_s > 0
+        ):
+            raise ConfigError(
+                f"request_timeout_s must be > 0 seconds (or None), got {self.request_timeout_s!r}"
+            )
         if self.max_prompt_tokens is not None:
             _int("max_prompt_tokens", self.max_prompt_tokens, 1)
 

@@ -10,7 +10,9 @@ slot at once. Leaving the iteration early (a client that went away) cancels it t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -76,17 +78,29 @@ async def run_text(
     tokenizer: Tokenizer,
     prompt_ids: Sequence[int],
     config: GenerationConfig,
+    timeout_s: float | None = None,
 ) -> AsyncIterator[list[RowDelta]]:
     """Generate for one prompt; yield each step's row deltas (rows ``0..config.n-1``, only those that changed).
 
-    The last delta of a row carries its ``finish_reason``; every row gets one.
+    The last delta of a row carries its ``finish_reason``; every row gets one. After ``timeout_s``
+    seconds (queueing included) the request is cancelled and its rows end as if they had reached
+    ``max_tokens`` (finish reason "length").
     """
     context = [] if model.config.is_encoder_decoder else list(prompt_ids[-_CONTEXT_TOKENS:])
     decoders = [IncrementalDecoder(tokenizer, context, config.stop) for _ in range(config.n)]
     done = [False] * config.n
     request = backend.submit(prompt_ids, config)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    steps = aiter(request)
     try:
-        async for step in request:
+        while True:
+            try:
+                if deadline is None:
+                    step = await anext(steps)
+                else:
+                    step = await asyncio.wait_for(anext(steps), max(0.0, deadline - time.monotonic()))
+            except (StopAsyncIteration, asyncio.TimeoutError):
+                break
             deltas = []
             for row, tokens in enumerate(step.tokens):
                 if done[row]:
