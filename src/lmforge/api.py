@@ -126,6 +126,7 @@ def load(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     calibrated: bool = True,
+    packed: bool = False,
 ) -> CalibratedModel:
     """Load a model (any source :func:`lmforge.models.io.checkpoint.load` accepts) with its calibrator.
 
@@ -137,12 +138,15 @@ def load(
         dtype: parameter dtype.
         device: where to put the model.
         calibrated: attach ``calibrator.json`` when the directory has one.
+        packed: GGUF files: keep Q8_0 / Q4_0 / Q4_1 weights packed instead of dequantizing them.
 
     Raises:
         CalibrationError: the saved calibrator is unreadable or its class count differs from the
             classifier's ``num_labels``.
     """
-    bundle = checkpoint.load(name_or_path, head=head, num_labels=num_labels, dtype=dtype, device=device)
+    bundle = checkpoint.load(
+        name_or_path, head=head, num_labels=num_labels, dtype=dtype, device=device, packed=packed
+    )
     calibrator, predictive = None, None
     path = Path(bundle.source)
     head_changed = (head is not None or num_labels is not None) and not _same_head(path, head, num_labels)

@@ -50,6 +50,7 @@ __all__ = [
     "build_quantized_model",
     "dequantize_int4",
     "int4_group_params",
+    "int4_kernel_weight",
     "pack_int4",
     "quantize_int4",
     "quantize_int8_rows",
@@ -62,6 +63,7 @@ __all__ = [
 METHODS = ("int8", "int8-wo", "int4-wo", "gptq-int4", "gptq-int8")
 #: Group sizes of the int4 methods (input columns sharing a scale and minimum).
 GROUP_SIZES = (32, 64, 128)
+_PACK_ROWS = 1024  # rows converted to the int4 kernel's layout at a time (a multiple of 16)
 _TINY = 1e-12  # a scale floor: an all-zero row or group still gets a usable scale
 
 
@@ -139,6 +141,28 @@ def check_group_size(group_size: int, in_features: int, name: str = "") -> None:
             f"--group-size {group_size} does not divide the input width {in_features}{where}; choose a "
             f"group size that divides it ({', '.join(str(g) for g in GROUP_SIZES if in_features % g == 0) or 'none does'})"
         )
+
+
+def int4_kernel_weight(codes: Tensor, scale: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
+    """``aten._weight_int4pack_mm_for_cpu``'s weight for (N, K) codes 0..15 standing for
+    ``(code - 8) * scale + zero`` with (N, G) ``scale`` and ``zero``: the packed codes and the
+    (G, N', 2) bf16 scales and zeros, rows padded to a multiple of 16 (N' >= N; slice the output)."""
+    padding = -codes.shape[0] % 16  # the kernel packs rows in sixteens: padded rows are sliced off
+    if padding:
+        codes = F.pad(codes, (0, 0, 0, padding))
+        scale, zero = F.pad(scale, (0, 0, 0, padding)), F.pad(zero, (0, 0, 0, padding))
+    # Rows are packed independently: in slices, so the int32 copy the op takes stays small (an LM
+    # head's would be 4 bytes per weight).
+    packed = torch.cat(
+        [
+            torch._convert_weight_to_int4pack_for_cpu(codes[i : i + _PACK_ROWS].to(torch.int32), 1)
+            for i in range(0, codes.shape[0], _PACK_ROWS)
+        ]
+    )
+    scales_and_zeros = (
+        torch.stack([scale.t(), zero.t()], dim=-1).contiguous().to(torch.bfloat16)
+    )  # (G, N', 2)
+    return packed, scales_and_zeros
 
 
 # -- layers ----------------------------------------------------------------------------------------
@@ -325,18 +349,9 @@ class Int4WeightOnlyLinear(_QuantizedLinear):
         )
 
     def _pack(self) -> Any:
-        codes = unpack_int4(self.weight_int4).to(torch.int32)
         scale = self.weight_scale.float()
         zero = self.weight_min.float() + 8 * scale  # the kernel computes (code - 8) * scale + zero
-        padding = -self.out_features % 16  # the kernel packs rows in sixteens: padded rows are sliced off
-        if padding:
-            codes = F.pad(codes, (0, 0, 0, padding))
-            scale, zero = F.pad(scale, (0, 0, 0, padding)), F.pad(zero, (0, 0, 0, padding))
-        packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
-        scales_and_zeros = (
-            torch.stack([scale.t(), zero.t()], dim=-1).contiguous().to(torch.bfloat16)
-        )  # (G, N, 2)
-        return packed, scales_and_zeros
+        return int4_kernel_weight(unpack_int4(self.weight_int4), scale, zero)
 
     def _matmul(self, x: Tensor) -> Tensor:
         packed, scales_and_zeros = self._kernel_weight()

@@ -49,6 +49,7 @@ def load(
     num_labels: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    packed: bool = False,
 ) -> LoadedModel:
     """Load a model from an lmforge checkpoint, a transformers directory, a GGUF file or an asset.
 
@@ -59,10 +60,17 @@ def load(
         num_labels: number of labels of a new classification head.
         dtype: parameter dtype after loading (weights are converted in fp32 first).
         device: where to put the model.
+        packed: GGUF files: keep Q8_0 / Q4_0 / Q4_1 weights packed (CPU int4 kernels, bf16
+            activations) instead of dequantizing them to float; see
+            :mod:`lmforge.models.io.gguf_packed`.
     """
     path = _resolve(name_or_path)
+    if packed and not (path.is_file() and path.suffix == ".gguf"):
+        raise UnsupportedError(
+            f"{path}: packed=True applies to .gguf files; an lmforge int8/int4 checkpoint is packed already"
+        )
     if path.is_file() and path.suffix == ".gguf":
-        loaded = load_gguf(path, head)
+        loaded = load_gguf(path, head, packed)
     elif path.is_dir():
         config_file = path / CONFIG_NAME
         if not config_file.is_file():

@@ -4,6 +4,8 @@ A GGUF file holds a key/value metadata table (architecture hyper-parameters, the
 vocabulary, the chat template) followed by tensors, many of them block-quantized. This module
 parses both with the ``gguf`` package (the reference reader maintained by llama.cpp) and
 dequantizes one tensor at a time, so peak memory is the memory-mapped file plus one float tensor.
+``load_gguf(..., packed=True)`` keeps Q8_0 / Q4_0 / Q4_1 weights packed instead
+(:mod:`lmforge.models.io.gguf_packed`).
 
 Tensors come out under their GGUF names (``token_embd.weight``, ``blk.0.attn_q.weight``, ...) in
 PyTorch's row-major shape, i.e. ggml's ``ne`` dimensions reversed, so a linear weight has shape
@@ -88,6 +90,9 @@ class GGUFFile(Mapping[str, torch.Tensor]):
         self.metadata: dict[str, Any] = {
             name: field.contents() for name, field in reader.fields.items() if name not in _HEADER_FIELDS
         }
+        # The reader keeps each string of the vocabulary and merges as numpy views (~2 KiB per
+        # token, 200 MB for a 49k vocabulary); decoded, they are not needed again.
+        reader.fields.clear()
         self._tensors = {tensor.name: tensor for tensor in reader.tensors}
         self.tensor_infos: dict[str, GGUFTensorInfo] = {
             tensor.name: GGUFTensorInfo(
@@ -157,6 +162,12 @@ class GGUFFile(Mapping[str, torch.Tensor]):
             array = array.copy()
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(dtype)
 
+    def raw(self, name: str) -> np.ndarray:
+        """The stored bytes (or F32 / F16 values) of tensor ``name``: a read-only view of the memory map."""
+        if name not in self._tensors:
+            raise KeyError(f"{self.path}: no tensor named {name!r} (the file has {len(self)} tensors)")
+        return self._tensors[name].data
+
     def tensors(self, dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(name, tensor)`` for every tensor in file order, dequantizing one at a time.
 
@@ -221,8 +232,15 @@ def _check_tensor_extents(path: Path, size: int, reader: gguf.GGUFReader) -> Non
             )
 
 
-def load_gguf(path: Path, head: Head | None) -> LoadedModel:
-    """A Llama-architecture GGUF file as a model with the tokenizer its metadata describes."""
+def load_gguf(path: Path, head: Head | None, packed: bool = False) -> LoadedModel:
+    """A Llama-architecture GGUF file as a model with the tokenizer its metadata describes.
+
+    Args:
+        path: the ``.gguf`` file.
+        head: the head to build (default ``causal_lm``).
+        packed: keep Q8_0 / Q4_0 / Q4_1 weight matrices packed
+            (:mod:`lmforge.models.io.gguf_packed`) instead of dequantizing every tensor to float.
+    """
     gguf_file = read_gguf(path)
     arch = gguf_file.metadata.get("general.architecture")
     if arch != "llama":
@@ -232,5 +250,12 @@ def load_gguf(path: Path, head: Head | None) -> LoadedModel:
     spec = family("llama")
     assert spec.gguf_rules is not None
     rules = expand(spec.gguf_rules(config), config.num_layers)
-    model = build_model(config, gguf_file, rules, str(path), ("",))
+    if packed:
+        from lmforge.models.io.gguf_packed import build_packed_model
+
+        if config.head != "causal_lm":
+            raise UnsupportedError(f"{path}: packed loading builds the causal_lm head, not {config.head!r}")
+        model = build_packed_model(gguf_file, config, rules, str(path))
+    else:
+        model = build_model(config, gguf_file, rules, str(path), ("",))
     return LoadedModel(model, Tokenizer.from_gguf(gguf_file.metadata), config, str(path))
