@@ -11,7 +11,7 @@ objective runs on DATA_DIR through lmforge.data.TokenDataset (memmaps). Prints o
 from __future__ import annotations
 
 import json
-import resource
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +27,10 @@ SETTINGS += ["objective.whole_word_masking=true"]
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so this child of pytest would start at
+    # the parent's peak and show no growth however much it allocates.
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
 if __name__ == "__main__":

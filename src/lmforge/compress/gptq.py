@@ -31,8 +31,8 @@ from lmforge.models.quantized import (
     dequantize_int4,
     int4_group_params,
     quantize_int8_rows,
-    set_module,
 )
+from lmforge.models.quantized_layout import set_module
 
 __all__ = ["gptq_quantize_stack", "gptq_quantize_weight", "gptq_quantize_weight_int8"]
 

@@ -42,9 +42,8 @@ from lmforge.models.quantized import (
     Int4WeightOnlyLinear,
     Int8Embedding,
     check_group_size,
-    quantization_spec,
-    set_module,
 )
+from lmforge.models.quantized_layout import quantization_spec, set_module
 from lmforge.runtime import torch_threads
 from lmforge.tokenizers import Tokenizer
 

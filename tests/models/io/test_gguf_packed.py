@@ -130,13 +130,17 @@ def _smollm2() -> Path:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of a big pytest process would
+# report the parent's peak (and a growth of 0) however much it loads.
 _PEAK = """
-import json, resource, sys, torch, lmforge
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import json, re, sys, torch, lmforge
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+base = peak()
 loaded = lmforge.load(sys.argv[1], packed=sys.argv[2] == "packed")
 with torch.inference_mode():
     loaded.model(torch.tensor([[1, 2, 3, 4]]))
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))
+print(json.dumps((peak() - base) / 1024))
 """
 
 

@@ -36,7 +36,7 @@ from lmforge.models.io.convert import Rule, rule
 from lmforge.models.io.gguf import load_gguf
 from lmforge.models.io.hf import load_hf
 from lmforge.models.model import TransformerModel
-from lmforge.models.quantized import build_quantized_model
+from lmforge.models.quantized_layout import build_quantized_model
 from lmforge.tokenizers import Tokenizer
 from lmforge.version import __version__
 

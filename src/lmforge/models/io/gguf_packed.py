@@ -36,8 +36,9 @@ from lmforge.errors import CheckpointError, UnsupportedError
 from lmforge.models.io.convert import Rule
 from lmforge.models.model import TransformerModel
 from lmforge.models.positions import RotaryEmbedding
-from lmforge.models.quantized import Int4WeightOnlyLinear, Int8Embedding, set_module
+from lmforge.models.quantized import Int4WeightOnlyLinear, Int8Embedding
 from lmforge.models.quantized_blocks import Int8BlockLinear
+from lmforge.models.quantized_layout import set_module
 
 __all__ = ["FLOAT_TYPES", "PACKED_TYPES", "build_packed_model", "decode_blocks"]
 
