@@ -40,7 +40,7 @@ def beam_search(session: DecodeSession, config: GenerationConfig, stop_ids: list
     session.reorder(torch.arange(prompts, device=device).repeat_interleave(beams))
     logits = logits.repeat_interleave(beams, dim=0)
     vocab = logits.shape[-1]
-    history = TokenHistory(session.input_ids, session.prompt_mask, vocab, config.has_penalties)
+    history = TokenHistory.of_session(session, vocab, config.has_penalties)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     keep = max(2, 1 + len(stop_ids)) * beams
     is_top = torch.arange(keep, device=device) < beams  # (C,)

@@ -72,7 +72,7 @@ def _sample_stream(
         session.reorder(rows)
         logits = logits[rows]
     batch, vocab = logits.shape
-    history = TokenHistory(session.input_ids, session.prompt_mask, vocab, config.has_penalties)
+    history = TokenHistory.of_session(session, vocab, config.has_penalties)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     forbid = torch.zeros(vocab, dtype=torch.bool, device=device)
     forbid[stops] = True

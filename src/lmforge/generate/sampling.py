@@ -5,10 +5,15 @@ Shapes: B (rows), V (vocabulary), L (tokens so far: prompt + output, left-padded
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from lmforge.generate.config import GenerationConfig
+
+if TYPE_CHECKING:
+    from lmforge.generate.session import DecodeSession
 
 
 class TokenHistory:
@@ -26,6 +31,17 @@ class TokenHistory:
             if track
             else None
         )
+
+    @classmethod
+    def of_session(cls, session: DecodeSession, vocab_size: int, track: bool) -> TokenHistory:
+        """What a session's penalties count: a decoder-only model's prompt; an encoder-decoder
+        model's decoder tokens only, from its start token on, as transformers (the source is
+        not text the model has said; transformers' encoder_* processors are another matter)."""
+        if not session.encoder_decoder:
+            return cls(session.input_ids, session.prompt_mask, vocab_size, track)
+        start = session.model.config.decoder_start_token_id or 0
+        ids = session.input_ids.new_full((session.batch_size, 1), start)
+        return cls(ids, torch.ones_like(ids, dtype=torch.bool), vocab_size, track)
 
     def append(self, tokens: Tensor) -> None:
         """Add (B,) new tokens."""
@@ -93,9 +109,12 @@ def truncate(logits: Tensor, config: GenerationConfig) -> Tensor:
         kth = torch.topk(logits, config.top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if config.top_p is not None and config.top_p < 1:
-        sorted_logits, order = logits.sort(descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > config.top_p  # keep the token that crosses top_p
+        # The smallest set of most likely tokens holding top_p: a token goes when it and every less
+        # likely one hold at most 1 - top_p (so a mass reaching top_p exactly takes no extra token).
+        # Summed from the least likely up, as transformers' TopPLogitsWarper, to round as it does.
+        sorted_logits, order = logits.sort()
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - config.top_p
+        drop[:, -1] = False  # the most likely token always stays
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     if config.min_p is not None and config.min_p > 0:
         probs = logits.softmax(-1)
