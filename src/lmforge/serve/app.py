@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``POST /v1/classify``, ``GET /v1/models``
 (and ``/v1/models/{id}``), ``POST /tokenize``, ``POST /detokenize``, ``GET /tokenizer_info``,
-``GET /health``, ``GET /metrics`` (Prometheus). Everything but ``/health`` needs the API key when one is set.
+``GET /health``, ``GET /metrics`` (Prometheus), and ``GET /``, the web playground (:mod:`.playground`).
+Everything but ``/health`` and the playground's files needs the API key when one is set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from lmforge.serve.config import ServeConfig
 from lmforge.serve.embeddings import create_embeddings
 from lmforge.serve.errors import APIError, bad_request, install_error_handlers
 from lmforge.serve.metrics import CONTENT_TYPE, RequestMetrics, ServerMetrics
+from lmforge.serve.playground import install_playground
 from lmforge.serve.schemas import (
     ChatRequest,
     ClassifyRequest,
@@ -133,6 +135,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     auth = [Depends(_authorize(config.api_key))]
+    install_playground(app, needs_key=config.api_key is not None)
 
     @app.get("/health", tags=["server"])
     async def health() -> dict[str, str]:
