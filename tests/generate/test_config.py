@@ -90,6 +90,7 @@ BAD: list[tuple[str, dict[str, Any]]] = [
     ("prompt_lookup_num_tokens", {"prompt_lookup_num_tokens": 4, "num_beams": 2}),
     ("prompt_lookup_num_tokens", {"prompt_lookup_num_tokens": 4, "repetition_penalty": 1.3}),
     ("prompt_lookup_num_tokens", {"prompt_lookup_num_tokens": 4, "min_new_tokens": 2}),
+    ("constraint", {"constraint": "a+"}),  # a spec with start(), e.g. generate.constrain.Grammar
 ]
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from lmforge.errors import ConfigError, UnsupportedError
 from lmforge.generate.config import GenerationConfig, check_generation
+from lmforge.generate.constrain import Constraint, mask_logits
 from lmforge.generate.sampling import TokenHistory, alternatives, choose, token_logprobs
 from lmforge.generate.steps import FinishReason, TokenStep
 from lmforge.models import KVCache, TransformerModel
@@ -135,6 +136,7 @@ class _Request:
     generator: torch.Generator | None
     history: TokenHistory | None = None
     forbid: Tensor | None = None  # (V,) stop tokens, while fewer than min_new_tokens were generated
+    constraint: Constraint | None = None  # the row's grammar state (structured output)
     generated: int = 0
     pending: int = 0  # the last chosen token, fed at the next decode step
 
@@ -328,6 +330,8 @@ class BatchDecoder:
         request.history = TokenHistory(
             prompt, torch.ones_like(prompt, dtype=torch.bool), vocab, config.has_penalties
         )
+        if config.constraint is not None:
+            request.constraint = config.constraint.start(sorted(request.stop_set))
         if config.min_new_tokens:
             request.forbid = torch.zeros(vocab, dtype=torch.bool, device=self.device)
             request.forbid[request.stops] = True
@@ -344,9 +348,12 @@ class BatchDecoder:
         """Pick each row's next token with its request's config; ``logits[i]`` belongs to ``rows[i]``."""
         chosen: dict[int, int] = {}
         logprobs: dict[int, tuple[float, list[tuple[int, float]]]] = {}
+        constraints = [self._slots[row].constraint for row in rows]
+        # Log-probabilities stay the model's (raw logits); tokens are chosen among those allowed.
+        masked = mask_logits(logits, constraints) if any(c is not None for c in constraints) else logits
         greedy = [i for i, row in enumerate(rows) if self._slots[row].plain_greedy]
         if greedy:
-            picks = logits[greedy].float().argmax(-1).tolist()
+            picks = masked[greedy].float().argmax(-1).tolist()
             chosen.update({rows[i]: token for i, token in zip(greedy, picks, strict=True)})
         for i, row in enumerate(rows):
             if row in chosen:
@@ -355,7 +362,7 @@ class BatchDecoder:
             config = request.config
             assert request.history is not None
             forbid = request.forbid if request.generated < config.min_new_tokens else None
-            picked = choose(logits[i : i + 1], request.history, config, request.generator, forbid)
+            picked = choose(masked[i : i + 1], request.history, config, request.generator, forbid)
             chosen[row] = int(picked)
             if config.logprobs:
                 value, ids, values = token_logprobs(logits[i : i + 1], picked, config.top_logprobs)
@@ -381,7 +388,11 @@ class BatchDecoder:
                 request.pending = token
                 if request.history is not None and request.history.track:
                     request.history.append(torch.tensor([token], device=self.device))
-                if request.generated == config.max_new_tokens:
+                if request.constraint is not None:
+                    request.constraint.advance(token)
+                if request.constraint is not None and request.constraint.is_finished():
+                    reason = "stop"  # the grammar takes no further token
+                elif request.generated == config.max_new_tokens:
                     reason = "length"
             step.finished[0] = reason
             events.append((request.id, step))

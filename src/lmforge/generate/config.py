@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lmforge.generate.constrain import ConstraintSpec
 
 
 @dataclass
@@ -24,7 +27,9 @@ class GenerationConfig:
     then temperature and the truncations top-k, top-p, min-p and typical-p.
     ``logprobs`` reports each chosen token's log-probability under the model (raw logits), with
     ``top_logprobs`` alternatives. ``prompt_lookup_num_tokens > 0`` turns on prompt-lookup
-    speculative decoding (greedy only; the output is the greedy output).
+    speculative decoding (greedy only; the output is the greedy output). ``constraint`` (a
+    :class:`lmforge.generate.constrain.Grammar`: JSON schema, regex, choice) masks every row's
+    logits so that its text follows the grammar, before the penalties and truncations.
     """
 
     max_new_tokens: int = 32
@@ -51,6 +56,7 @@ class GenerationConfig:
     top_logprobs: int = 0
     prompt_lookup_num_tokens: int = 0
     prompt_lookup_max_ngram: int = 3
+    constraint: ConstraintSpec | None = None
 
     def __post_init__(self) -> None:
         if self.stop is None:  # a request's "stop": null
@@ -122,6 +128,21 @@ class GenerationConfig:
                 "prompt_lookup_num_tokens (speculative decoding) needs plain greedy decoding: "
                 "temperature 0, num_beams 1, no penalties and min_new_tokens 0"
             )
+        if self.constraint is not None:
+            if not callable(getattr(self.constraint, "start", None)):
+                raise ConfigError(
+                    f"constraint must be a lmforge.generate.constrain.Grammar (or have start()), "
+                    f"got {self.constraint!r}"
+                )
+            for name, value, plain in (
+                ("num_beams", self.num_beams, 1),
+                ("prompt_lookup_num_tokens", self.prompt_lookup_num_tokens, 0),
+                ("min_new_tokens", self.min_new_tokens, 0),
+            ):
+                if value != plain:
+                    raise ConfigError(
+                        f"{name}={value} cannot be combined with a constraint (structured output)"
+                    )
 
     @property
     def has_penalties(self) -> bool:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lmforge.generate.beam import beam_search
 from lmforge.generate.config import GenerationConfig, check_generation
+from lmforge.generate.constrain import Constraint, mask_logits
 from lmforge.generate.sampling import TokenHistory, alternatives, choose, token_logprobs
 from lmforge.generate.session import DecodeSession
 from lmforge.generate.speculative import speculative_stream
@@ -78,8 +79,11 @@ def _sample_stream(
     forbid[stops] = True
     finished: list[bool] = [False] * batch
     generated: list[list[int]] = [[] for _ in range(batch)]
+    spec = config.constraint
+    constraints: list[Constraint | None] = [spec.start(stop_ids) for _ in range(batch)] if spec else []
     for index in range(config.max_new_tokens):
-        tokens = choose(logits, history, config, generator, forbid if index < config.min_new_tokens else None)
+        masked = mask_logits(logits, constraints) if constraints else logits
+        tokens = choose(masked, history, config, generator, forbid if index < config.min_new_tokens else None)
         ends = torch.isin(tokens, stops)
         step = TokenStep(tokens=[[] for _ in range(batch)], finished=[None] * batch)
         chosen: list[float] = []
@@ -103,13 +107,20 @@ def _sample_stream(
                     step.logprobs[row].append(chosen[row])
                 if step.top_logprobs is not None:
                     step.top_logprobs[row].append(top[row])
+                constraint = constraints[row] if constraints else None
+                if constraint is not None:
+                    constraint.advance(token)
                 if stop is not None and stop(row, generated[row]):
                     reason = "stop"
+                elif constraint is not None and constraint.is_finished():
+                    reason = "stop"  # the grammar takes no further token
                 elif last:
                     reason = "length"
             if reason is not None:
                 finished[row] = True
                 step.finished[row] = reason
+                if constraints:
+                    constraints[row] = None
         yield step
         if all(finished):
             return
