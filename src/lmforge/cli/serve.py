@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -83,4 +85,18 @@ def serve_cmd(
     err_console.print(
         f"serving {app.state.lmforge.model_name} on http://{host}:{port}/v1 (Ctrl-C to stop)", highlight=False
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout)
+    # On SIGTERM uvicorn stops accepting connections, lets the requests in flight finish (up to
+    # --graceful-timeout), shuts the app down (the decode thread drains), then re-raises the signal
+    # to the handler it found. A requested stop that drained is a clean exit: that handler is a no-op,
+    # so the process exits 0 rather than dying of the signal.
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
