@@ -54,6 +54,7 @@ def test_serve_answers_and_shuts_down_gracefully(random_dir: Path) -> None:
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        assert 'data-auth="true"' in httpx2.get(f"http://127.0.0.1:{port}/").text  # the playground
         assert client.models.list().data[0].id == "tiny-llama"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0).models.list()
@@ -72,8 +73,8 @@ def test_serve_answers_and_shuts_down_gracefully(random_dir: Path) -> None:
         rest = list(chunks)
         assert [c.choices[0].finish_reason for c in [first, *rest] if c.choices][-1] == "length"
         assert rest[-1].usage.completion_tokens == 100  # the whole completion, after SIGTERM
-        # uvicorn re-raises the signal it caught once in-flight requests are done.
-        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        # a drained SIGTERM is a clean exit (tests/serve/test_shutdown.py tests the drain itself)
+        assert process.wait(timeout=60) == 0
         _, err = process.communicate()
         assert "serving tiny-llama on http://127.0.0.1" in err
     finally:

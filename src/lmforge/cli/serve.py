@@ -83,7 +83,9 @@ def serve_cmd(
         )
     app = create_app(model, config=config)
     err_console.print(
-        f"serving {app.state.lmforge.model_name} on http://{host}:{port}/v1 (Ctrl-C to stop)", highlight=False
+        f"serving {app.state.lmforge.model_name} on http://{host}:{port}/v1, playground on "
+        f"http://{host}:{port}/ (Ctrl-C to stop)",
+        highlight=False,
     )
     # On SIGTERM uvicorn stops accepting connections, lets the requests in flight finish (up to
     # --graceful-timeout), shuts the app down (the decode thread drains), then re-raises the signal
