@@ -51,6 +51,19 @@ def test_load_without_calibrator_gives_softmax(classifier_dir: Path) -> None:
     assert probs.shape == (5, 3)
 
 
+def test_texts_are_cut_at_the_fine_tuned_max_length(classifier_dir: Path) -> None:
+    """predict_proba sees what fine-tuning and `lmforge evaluate` saw: the first max_length tokens
+    (here 4), not the whole text (which would change the probabilities, or overflow the positions)."""
+    config = json.loads((classifier_dir / "config.json").read_text())
+    config["lmforge"]["extra"]["max_length"] = 4
+    (classifier_dir / "config.json").write_text(json.dumps(config))
+    bundle = lmforge.load(classifier_dir)
+    long, head = "the movie was good awful awful awful plot", "the movie was good"
+    np.testing.assert_allclose(bundle.predict_proba([long]), bundle.predict_proba([head]), rtol=1e-6)
+    ids = [WORDS.index(w) for w in long.split()]
+    assert not np.allclose(bundle.logits([ids]), bundle.logits([ids[:4]]))  # the cut matters here
+
+
 def test_saved_calibrator_is_applied_by_predict_proba(classifier_dir: Path) -> None:
     bundle = lmforge.load(classifier_dir)
     rng = np.random.default_rng(0)

@@ -101,8 +101,12 @@ class CalibratedModel(LoadedModel):
                     f"{self.source}: no tokenizer saved with this model; pass token ids instead"
                 )
             texts = [str(x) for x in items]
+            # Cut as fine-tuning and `lmforge evaluate` cut (the recorded max_length, capped at the
+            # model's positions), so these probabilities are the ones that were evaluated and calibrated.
+            recorded = self.config.extra.get("max_length")
+            limit = min(int(recorded), self.config.max_positions) if recorded else self.config.max_positions
             return [
-                self.tokenizer.batch_encode(texts[i : i + batch_size])
+                self.tokenizer.batch_encode(texts[i : i + batch_size], max_length=limit)
                 for i in range(0, len(texts), batch_size)
             ]
         id_lists = [list(map(int, x)) for x in items]  # type: ignore[arg-type]

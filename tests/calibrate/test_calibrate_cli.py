@@ -103,6 +103,16 @@ def test_all_methods_with_cross_validation(tmp_path: Path, splits: tuple[Path, P
     assert page.count("<tr>") == 9  # header + before + 7 methods
 
 
+def test_several_methods_comma_separated(tmp_path: Path, splits: tuple[Path, Path]) -> None:
+    config = CalibrateConfig(
+        "isotonic, temperature,isotonic", splits[1], tmp_path / "some", fit_path=splits[0]
+    )
+    metrics = run_calibration(config)
+    assert list(metrics["methods"]) == ["isotonic", "temperature"]  # in the order given, once each
+    with pytest.raises(CalibrationError, match="'beta'.*comma-separated"):
+        CalibrateConfig("temperature,beta", splits[1], tmp_path / "z", fit_path=splits[0])
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, splits: tuple[Path, Path]) -> None:
     np.savez(tmp_path / "two.npz", logits=np.zeros((5, 2)), labels=np.zeros(5))
     result = run_cli("calibrate", "--method", "platt", "--fit", str(tmp_path / "two.npz"), "--eval", str(splits[1]),

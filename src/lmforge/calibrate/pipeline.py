@@ -23,7 +23,8 @@ class CalibrateConfig:
     """What ``lmforge calibrate`` does.
 
     Attributes:
-        method: a calibrator name (``temperature`` ... ``bbq``) or ``"all"`` to compare every method.
+        method: a calibrator name (``temperature`` ... ``bbq``), several comma-separated, or ``"all"``
+            to compare every method.
         eval_path: logits file the methods are evaluated on (test split).
         out_dir: report folder (metrics.json, PNGs, report.html).
         fit_path: logits file the calibrators are fitted on (validation split); None with ``cv``.
@@ -59,13 +60,17 @@ class CalibrateConfig:
             raise CalibrationError(f"n_resamples={self.n_resamples}: must be >= 1")
 
     def methods(self) -> list[str]:
+        """The methods compared: ``all``, one name, or several comma-separated."""
         if self.method == "all":
             return list(CALIBRATORS)
-        if self.method not in CALIBRATORS:
+        names = [name.strip() for name in self.method.split(",") if name.strip()]
+        unknown = [name for name in names if name not in CALIBRATORS]
+        if unknown or not names:
             raise CalibrationError(
-                f"--method {self.method!r} is unknown; choose one of {', '.join(CALIBRATORS)}, all"
+                f"--method {self.method!r}: {', '.join(map(repr, unknown)) or 'no method'} unknown; choose "
+                f"one or more (comma-separated) of {', '.join(CALIBRATORS)}, or all"
             )
-        return [self.method]
+        return list(dict.fromkeys(names))
 
 
 def _kwargs(method: str, n_bins: int) -> dict[str, Any]:

@@ -13,7 +13,11 @@ from lmforge.cli.options import console
 
 def calibrate_cmd(
     method: Annotated[
-        str, typer.Option("--method", help="temperature|vector|matrix|platt|isotonic|histogram|bbq|all")
+        str,
+        typer.Option(
+            "--method",
+            help="temperature|vector|matrix|platt|isotonic|histogram|bbq, several comma-separated, or all",
+        ),
     ],
     eval_file: Annotated[Path, typer.Option("--eval", help="Logits to evaluate on (.npz/.pt/.csv).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder: metrics.json, PNGs, report.html.")],
