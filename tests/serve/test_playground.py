@@ -63,7 +63,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
         "llama-tiny",
         head="causal_lm",
         vocab_size=tokenizer.vocab_size,
-        max_positions=128,
+        max_positions=512,
         tie_embeddings=False,
     )
     path = lmforge.save(
@@ -255,6 +255,32 @@ def test_chat_streams_multi_turn_with_a_key(browser: Any, keyed_server: LiveServ
         history.append({"role": "assistant", "content": final})
     assert len(driver.find_elements("css selector", ".message")) == 4
     _screenshot(driver, artifacts, "chat")
+
+    # Stop: the reply so far stays, the server frees the request (its client went away).
+    _by_id(driver, "clear").click()
+    _set(driver, "max_tokens", "400")
+    _by_id(driver, "prompt").send_keys("Tell me everything")
+    _by_id(driver, "send").click()
+    last = ".message.assistant:last-of-type"
+    _wait(
+        driver,
+        lambda d: int(d.execute_script(f"return document.querySelector('{last}').dataset.chunks")) >= 3,
+    )
+    _by_id(driver, "stop").click()
+    _wait(
+        driver,
+        lambda d: d.execute_script(f"return document.querySelector('{last}').dataset.state") == "stopped",
+    )
+    chunks = int(driver.execute_script(f"return document.querySelector('{last}').dataset.chunks"))
+    assert 3 <= chunks < 400 and _by_id(driver, "send").is_enabled() and not _error(driver)
+    assert driver.execute_script(f"return document.querySelector('{last} .content').textContent")
+    metrics = {"Authorization": f"Bearer {KEY}"}
+    _wait(
+        driver,
+        lambda d: (
+            "lmforge_requests_in_flight 0.0" in httpx2.get(f"{server.url}/metrics", headers=metrics).text
+        ),
+    )
 
     # An error is the server's OpenAI-style message, and the failed turn stays out of the history.
     _by_id(driver, "clear").click()
