@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("llguidance")
 
 sys.path.insert(0, str(Path(__file__).parent))
+from schema_check import validate  # noqa: E402
 from scripted import byte_bpe  # noqa: E402
 
 from lmforge.errors import ConfigError  # noqa: E402
@@ -41,26 +42,6 @@ SCHEMA: dict[str, Any] = {
 REGEX = r"[0-9]{3}-[a-z]{2,4}(\.[A-Z])?"
 CHOICES = ["yes", "no", "maybe so", "你好🙂"]
 SEEDS = range(5)
-
-
-def validate(schema: dict[str, Any], value: Any) -> None:
-    """Raise AssertionError unless ``value`` is valid under ``schema`` (jsonschema_rs when installed)."""
-    try:
-        import jsonschema_rs
-    except ImportError:
-        jsonschema_rs = None
-    if jsonschema_rs is not None:
-        errors = [str(e) for e in jsonschema_rs.validator_for(schema).iter_errors(value)]
-        assert not errors, errors
-        return
-    assert schema is SCHEMA, "without jsonschema_rs only SCHEMA is checked (by hand)"
-    assert isinstance(value, dict) and set(value) <= set(SCHEMA["properties"])
-    assert {"name", "age", "ok"} <= set(value)
-    assert isinstance(value["name"], str) and len(value["name"]) <= 6
-    assert type(value["age"]) is int and 0 <= value["age"] <= 120
-    assert isinstance(value["ok"], bool)
-    tags = value.get("tags", [])
-    assert isinstance(tags, list) and len(tags) <= 3 and all(t in ("a", "b", "你好") for t in tags)
 
 
 @pytest.fixture(scope="module")

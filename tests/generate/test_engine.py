@@ -130,6 +130,19 @@ def test_n_seeded_samples_are_reproducible_and_differ() -> None:
         assert len({tuple(row) for row in rows}) == 3, "the n samples of a prompt must differ"
 
 
+def test_overflowing_temperature_or_penalty_still_samples() -> None:
+    """Logits divided by 5e-324 overflow to +inf (softmax NaN): sampling still picks a top token."""
+    model = _model()
+    ids, mask = _left_padded([6, 3])
+    greedy = generate(model, ids, mask, GenerationConfig(max_new_tokens=1, ignore_eos=True))
+    for fields in ({"temperature": 5e-324}, {"temperature": 1.0, "repetition_penalty": 5e-324}):
+        config = GenerationConfig(max_new_tokens=4, seed=0, ignore_eos=True, **fields)  # type: ignore[arg-type]
+        tokens = generate(model, ids, mask, config)
+        assert tokens.shape == (2, 4)
+        if "repetition_penalty" not in fields:
+            assert torch.equal(tokens[:, :1], greedy)
+
+
 def test_each_stop_token_id_ends_its_row() -> None:
     # Prompt [10] continues 11 12 13 40, prompt [20] continues 21 22 41, prompt [30] 31 32 ... 37.
     successor = {**chain([10, 11, 12, 13, 40]), **chain([20, 21, 22, 41]), **chain(range(30, 38))}

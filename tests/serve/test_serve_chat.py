@@ -76,7 +76,7 @@ def test_chat_errors(random_server: LiveServer) -> None:
         client.chat.completions.create(model="tiny-llama", messages=[{"role": "wizard", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="response_format"):
         client.chat.completions.create(
-            model="tiny-llama", messages=MESSAGES, response_format={"type": "json_object"}
+            model="tiny-llama", messages=MESSAGES, response_format={"type": "json_schema"}
         )
     with pytest.raises(openai.BadRequestError) as long:
         client.chat.completions.create(

@@ -169,7 +169,10 @@ class Grammar:
         cls, kind: str, source: str, grammar: str, tokenizer: Tokenizer, vocab_size: int | None
     ) -> Grammar:
         info = grammar_tokenizer(tokenizer, vocab_size)
-        is_error, messages = _llguidance().LLMatcher.validate_grammar_with_warnings(grammar, info)
+        try:
+            is_error, messages = _llguidance().LLMatcher.validate_grammar_with_warnings(grammar, info)
+        except Exception as error:  # llguidance's own refusals come back as messages; be safe
+            is_error, messages = True, [str(error)]
         if is_error:
             what = kind.replace("_", " ")
             raise ConfigError(f"the {what} does not compile: {messages[0] if messages else 'unknown error'}")

@@ -15,6 +15,9 @@ from lmforge.generate.config import GenerationConfig
 if TYPE_CHECKING:
     from lmforge.generate.session import DecodeSession
 
+# The smallest normal float32: a temperature or repetition penalty below it is 0 in float32.
+_TINY = torch.finfo(torch.float32).tiny
+
 
 class TokenHistory:
     """What the penalties need to know about each row's tokens so far.
@@ -69,7 +72,8 @@ def apply_penalties(logits: Tensor, history: TokenHistory, config: GenerationCon
         seen = torch.where(history.ids >= 0, history.ids, vocab)  # padding goes to a sink column
         padded = torch.cat((logits, logits.new_zeros(logits.shape[0], 1)), dim=1)
         score = padded.gather(1, seen)
-        score = torch.where(score < 0, score * config.repetition_penalty, score / config.repetition_penalty)
+        penalty = max(config.repetition_penalty, _TINY)  # 5e-324 is 0 in float32: no division by 0
+        score = torch.where(score < 0, score * penalty, score / penalty)
         logits = padded.scatter(1, seen, score)[:, :vocab]
     if config.frequency_penalty or config.presence_penalty:
         assert history.output_counts is not None
@@ -104,7 +108,14 @@ def banned_ngram_tokens(ids: Tensor, n: int, vocab_size: int) -> Tensor:
 
 def truncate(logits: Tensor, config: GenerationConfig) -> Tensor:
     """Temperature, then top-k, top-p (nucleus), min-p and typical-p, on float logits (B, V)."""
-    logits = logits / config.temperature
+    scaled = logits / config.temperature
+    if not bool(torch.isfinite(scaled.amax(-1)).all()):
+        # A tiny temperature (or repetition penalty) overflowed a row's best logit to +-inf, whose
+        # softmax is NaN. Shifted to a maximum of 0 first, the division keeps its limit: greedy
+        # (the tokens a penalty overflowed to +inf tie).
+        logits = logits.clamp(max=torch.finfo(logits.dtype).max)
+        scaled = (logits - logits.amax(-1, keepdim=True)) / config.temperature
+    logits = scaled
     if config.top_k is not None and config.top_k < logits.shape[-1]:
         kth = torch.topk(logits, config.top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -150,7 +161,7 @@ def choose(
     logits = apply_penalties(logits.float(), history, config)
     if forbid is not None:
         logits = logits.masked_fill(forbid, float("-inf"))
-    if config.temperature == 0:
+    if config.temperature < _TINY:  # 0, or too small for float32: greedy, its limit
         return logits.argmax(-1)
     probs = truncate(logits, config).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]

@@ -4,6 +4,7 @@ as ``chat.completion.chunk`` objects when asked."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -30,6 +31,7 @@ from lmforge.serve.schemas import (
 )
 from lmforge.serve.sse import EventStream, event
 from lmforge.serve.state import ServerState
+from lmforge.serve.structured import request_grammar
 from lmforge.tokenizers import Tokenizer
 
 
@@ -38,11 +40,6 @@ async def create_chat(state: ServerState, body: ChatRequest) -> Response | ChatR
     state.check_generation()
     if body.tools:
         raise bad_request("tools (function calling) are not supported", "tools")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise bad_request(
-            f"response_format {body.response_format.type!r} is not supported yet (only 'text')",
-            "response_format",
-        )
     if body.logit_bias:
         raise bad_request("logit_bias is not supported", "logit_bias")
     if body.top_logprobs is not None and not body.logprobs:
@@ -56,6 +53,7 @@ async def create_chat(state: ServerState, body: ChatRequest) -> Response | ChatR
     stop_ids, stop_strings = _end_of_turn(state.tokenizer)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     config = state.generation_config(body, max_new, logprobs, stop_ids, stop_strings)
+    config = dataclasses.replace(config, constraint=await request_grammar(state, body))
     copies = body.n if config.n == 1 else 1
     request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:

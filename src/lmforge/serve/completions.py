@@ -8,6 +8,7 @@ pass (the first token has no log-probability), which is what log-likelihood eval
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -30,6 +31,7 @@ from lmforge.serve.schemas import (
 )
 from lmforge.serve.sse import EventStream, event
 from lmforge.serve.state import ServerState
+from lmforge.serve.structured import request_grammar
 
 
 @dataclass
@@ -65,6 +67,7 @@ async def create_completion(state: ServerState, body: CompletionRequest) -> Resp
     ]
     max_new = state.max_new_tokens(body.max_tokens, [len(p.ids) for p in prompts], default=16)
     config = state.generation_config(body, max_new, body.logprobs)
+    config = dataclasses.replace(config, constraint=await request_grammar(state, body))
     if body.echo and body.logprobs is not None and state.model.config.is_encoder_decoder:
         raise bad_request("echo with logprobs needs a decoder-only model", "echo")
     request_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())

@@ -44,6 +44,10 @@ class _Sampling(_Request):
     min_p: Annotated[float, Field(ge=0, le=1, strict=True)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, strict=True)] | None = None
     ignore_eos: StrictBool = False
+    # Structured output (vLLM's names; see lmforge.serve.structured): at most one of them.
+    guided_json: dict[str, Any] | StrictStr | None = None
+    guided_regex: StrictStr | None = None
+    guided_choice: Annotated[list[StrictStr], Field(min_length=1)] | None = None
 
 
 class CompletionRequest(_Sampling):
@@ -76,9 +80,19 @@ class ChatMessage(_Request):
         return "".join(part.text for part in self.content)
 
 
+class JsonSchemaFormat(_Request):
+    """OpenAI's ``response_format.json_schema``: the schema the reply must satisfy."""
+
+    name: StrictStr
+    description: StrictStr | None = None
+    # "schema" would shadow a BaseModel attribute: the field takes it as its alias.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
 class ResponseFormat(_Request):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
 class ChatRequest(_Sampling):
