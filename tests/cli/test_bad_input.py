@@ -136,7 +136,7 @@ CASES = [
         2,
         ("--vocab-size",),
     ),
-    Case("max-new-tokens-not-a-number", "quickstart --max-new-tokens abc", 2, ("--max-new-tokens",)),
+    Case("quickstart-threads-not-a-number", "quickstart --threads abc", 2, ("--threads",)),
     Case("unexpected-positional", "info a b", 2, ("unexpected extra argument",)),
     Case("unknown-assets-subcommand", "assets frob", 2, ("No such command", "frob")),
     Case("on-error-choice", FT + " --out {ws}/run --on-error ignore", 2, ("--on-error",)),
@@ -190,7 +190,7 @@ CASES = [
     ),
     Case("evaluate-batch-size-0", EVAL + " --out {ws}/ev --batch-size 0", 1, ("batch_size", "0")),
     Case("tune-trials-0", TUNE + " --out {ws}/tune --trials 0", 1, ("trials", "0")),
-    Case("quickstart-max-new-tokens-0", "quickstart --max-new-tokens 0", 1, ("max-new-tokens", "0")),
+    Case("quickstart-unknown-lang", "quickstart --lang fr", 1, ("--lang", "fr", "zh, en")),
     Case("prompt-test-fraction", PROMPT + " --out {ws}/p --test-fraction 1.5", 1, ("test", "1.5")),
     # -- labels and data
     Case("tune-metric-bleu", TUNE + " --out {ws}/tune --metric bleu", 1, ("metric", "bleu")),

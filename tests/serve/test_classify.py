@@ -90,6 +90,18 @@ def test_mc_dropout_predictive_and_no_calibrator(tmp_path: Path) -> None:
     assert np.allclose(probs, expected, atol=1e-5)
 
 
+def test_label_names_come_from_the_fine_tuned_checkpoint(tmp_path: Path) -> None:
+    """`lmforge finetune` records id2label in the model config; the server names the classes by it."""
+    path = _classifier(tmp_path / "named")
+    loaded = lmforge.load(path)
+    loaded.config.extra["id2label"] = ["negative", "neutral", "positive"]
+    lmforge.save(loaded.model, path, loaded.tokenizer)
+    with serving(path) as server:
+        body = _classify(server, "named", TEXTS).json()
+    assert [list(d["probs"]) for d in body["data"]] == [["negative", "neutral", "positive"]] * 3
+    assert {d["label"] for d in body["data"]} <= {"negative", "neutral", "positive"}
+
+
 def test_a_language_model_does_not_classify(random_server: LiveServer) -> None:
     response = _classify(random_server, "tiny-llama", "hello")
     assert response.status_code == 400 and "not a sequence classifier" in response.json()["error"]["message"]

@@ -1,51 +1,44 @@
-"""``lmforge quickstart``: the bundled real models at work in a few seconds."""
+"""``lmforge quickstart``: the main job end to end on bundled data, with an HTML report."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from lmforge.cli.options import console
-from lmforge.errors import LmforgeError
+from lmforge.cli.options import ThreadsOption, console, err_console
 
 
 def quickstart(
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 24,
+    out: Annotated[Path, typer.Option("--out", help="Run directory (finished stages are reused).")] = Path(
+        "runs/quickstart"
+    ),
+    lang: Annotated[
+        str,
+        typer.Option("--lang", help="zh: tiny BERT on zh-sentiment; en: tiny GPT-2 on pang-lee-polarity."),
+    ] = "zh",
+    fast: Annotated[bool, typer.Option("--fast", help="A one-to-two-minute smoke version.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Load the bundled real models, show their shapes, a greedy continuation and embeddings."""
-    import torch
+    """Raw text to a calibrated, compressed classifier: train a tokenizer, pretrain a tiny model,
+    fine-tune it and MiniLM, a TF-IDF baseline, evaluate, calibrate, prompt SmolLM2 zero/few-shot,
+    quantize, and write OUT/report.html."""
+    from lmforge.quickstart import QuickstartConfig, run_quickstart
+    from lmforge.quickstart.report import metric_rows, serve_commands
 
-    from lmforge.generate import GenerationConfig, generate
-    from lmforge.models import mean_pool
-    from lmforge.models.io.checkpoint import load
-
-    if max_new_tokens < 1:  # checked before the models load
-        raise LmforgeError(f"--max-new-tokens {max_new_tokens}: generate at least one token")
-    generation = GenerationConfig(max_new_tokens=max_new_tokens)
+    config = QuickstartConfig(out, lang, fast, seed, threads)  # type: ignore[arg-type]
     start = time.perf_counter()
-    console.rule("SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)")
-    lm = load("smollm2-135m-instruct")
-    assert lm.tokenizer is not None
-    console.print(
-        f"{lm.config.family}: {lm.model.num_parameters():,} parameters, {lm.config.num_layers} layers"
-    )
-    prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
-    ids = torch.tensor([lm.tokenizer.encode(prompt, add_special_tokens=False)])
-    new = generate(lm.model, ids, config=generation)
-    console.print("[bold]prompt[/bold]: What is the capital of France?")
-    console.print(f"[bold]greedy[/bold]: {lm.tokenizer.decode(new[0].tolist())}")
-
-    console.rule("all-MiniLM-L6-v2 (sentence embeddings)")
-    enc = load("minilm-l6")
-    assert enc.tokenizer is not None
-    sentences = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell today."]
-    batch = enc.tokenizer.batch_encode(sentences)
-    with torch.inference_mode():
-        hidden = enc.model(batch["input_ids"], batch["attention_mask"]).last_hidden_state
-    embeddings = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1)
-    similarity = embeddings @ embeddings.T
-    for i in (1, 2):
-        console.print(f"cos({sentences[0]!r}, {sentences[i]!r}) = {similarity[0, i]:.3f}")
-    console.print(f"done in {time.perf_counter() - start:.1f}s")
+    result = run_quickstart(config, progress=lambda line: err_console.print(line, highlight=False))
+    table = Table("model (test split)", "accuracy", "ECE", "NLL")
+    for row in metric_rows(result["stages"]):
+        table.add_row(row["model"], f"{row['accuracy']:.3f}", f"{row['ece']:.3f}", f"{row['nll']:.3f}")
+    console.print(table)
+    serve, curl = serve_commands(out)
+    console.print(f"report: [bold]{result['report']}[/bold] ({time.perf_counter() - start:.0f}s)")
+    console.print("serve the calibrated classifier:", style="bold")
+    console.print(serve, soft_wrap=True, highlight=False)
+    console.print(curl, soft_wrap=True, highlight=False)

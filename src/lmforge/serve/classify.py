@@ -18,13 +18,17 @@ from lmforge.serve.state import ServerState
 
 
 def label_names(bundle: CalibratedModel, given: list[str] | None) -> list[str]:
-    """The classes' names: ``given`` (``--labels``), the checkpoint's ``id2label``, else ``LABEL_i``."""
+    """The classes' names: ``given`` (``--labels``), the fine-tuned checkpoint's ``id2label`` (or a
+    transformers directory's), else ``LABEL_i``."""
     count = bundle.config.num_labels
     if given:
         if len(given) != count:
             raise ConfigError(f"labels: {len(given)} names given for a classifier with {count} labels")
         return list(given)
-    try:
+    fine_tuned = bundle.config.extra.get("id2label")  # what `lmforge finetune` records, in class order
+    if isinstance(fine_tuned, list) and len(fine_tuned) == count:
+        return [str(name) for name in fine_tuned]
+    try:  # a transformers directory's config.json
         saved = json.loads((Path(bundle.source) / "config.json").read_text(encoding="utf-8")).get("id2label")
     except (OSError, ValueError, AttributeError):
         saved = None
