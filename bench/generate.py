@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -66,31 +65,6 @@ GOALS = {
     "b8-fp32": "batch 8 >= 2x transformers",
     "lookup": "prompt-lookup >= 1.5x plain greedy on repetitive text",
 }
-
-
-def machine_info(torch: Any) -> dict[str, Any]:
-    """CPU model, ISA flags torch sees and uses, threads."""
-    model = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "isa_flags": isa,
-        "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def memory_bandwidth(torch: Any, megabytes: int = 512, repeats: int = 5) -> dict[str, float]:
@@ -197,7 +171,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --cases {sorted(unknown)}; choose from {sorted(GOALS)}")
     load_before = os.getloadavg()
-    machine = machine_info(torch)
+    from lmforge.runtime import machine_info
+
+    machine = machine_info()
     bandwidth = memory_bandwidth(torch)
     gguf = asset_path("smollm2-135m-instruct")
     started = time.perf_counter()

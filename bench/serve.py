@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -150,20 +149,14 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _cpu() -> dict[str, Any]:
-    import torch
+    from lmforge.runtime import machine_info
 
-    name = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = machine_info()
     return {
-        "cpu": name,
-        "isa": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
+        "cpu": info["cpu"],
+        "isa": info["cpu_capability"],
+        "cores": info["cpus"],
+        "machine": info,
         "load_average_at_start": os.getloadavg(),
     }
 

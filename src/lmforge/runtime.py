@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -20,3 +24,33 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def machine_info() -> dict[str, Any]:
+    """What a measurement ran on: CPU model, cores, the ISA torch dispatches to and the vector
+    flags that matter for matmuls (``native_bf16``: AVX512-BF16 or AMX, without which bf16 matmuls
+    are emulated), torch's thread count and versions. Benchmarks and reports record it with
+    every figure."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "avx_vnni", "fma"))
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_flags": isa,
+        "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -131,17 +131,11 @@ def _versions(plan: Plan) -> list[list[Any]]:
 
 
 def _machine() -> str:
-    import torch
+    from lmforge.runtime import machine_info
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {torch.get_num_threads()} torch threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+    info = machine_info()
+    bf16 = "native bf16" if info["native_bf16"] else "no native bf16"
+    return f"{info['cpu']}, {info['torch_threads']} torch threads, ISA {info['cpu_capability']} ({bf16})"
 
 
 def write_report(out: Path, config: QuickstartConfig, plan: Plan, stages: dict[str, Any]) -> Path:
