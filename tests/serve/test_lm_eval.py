@@ -19,13 +19,15 @@ import yaml
 from serving import chat_tokenizer, serving
 
 import lmforge
+from lmforge.assets import check_asset
 from lmforge.models import TransformerModel, preset_config
+from lmforge.serve.config import ServeConfig
 
 lm_eval = pytest.importorskip(
     "lm_eval", reason="lm-eval is not installed (pip install 'lm-eval>=0.4.9,<0.5')"
 )
 
-# ~12 s on 2 cores, most of it importing lm-eval and transformers
+# ~12 s on 2 cores for the tiny model (most of it importing lm-eval and transformers), ~25 s for SmolLM2
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 DATA = Path(__file__).parent / "data" / "lm_eval_choices.jsonl"
@@ -94,22 +96,23 @@ def _scores(output: dict[str, Any]) -> tuple[list[tuple[int, int]], list[float],
     return keys, loglikelihoods, greedy
 
 
-@pytest.fixture(scope="module")
-def reference(hf_dir: Path, task_manager: Any) -> dict[str, Any]:
+def _hf_reference(task_manager: Any, hf_dir: Path) -> dict[str, Any]:
     return _evaluate(task_manager, "hf", f"pretrained={hf_dir},dtype=float32,device=cpu", batch_size=8)
 
 
-@pytest.mark.parametrize("tokenized_requests", [True, False], ids=["token-ids", "text"])
-def test_local_completions_scores_like_the_hf_backend(
-    hf_dir: Path, task_manager: Any, reference: dict[str, Any], tokenized_requests: bool
-) -> None:
-    """Token-id prompts test the echoed scores alone; text prompts add the server's tokenizer."""
-    with serving(hf_dir) as server:
+def _served(
+    task_manager: Any, model: Path | lmforge.LoadedModel, hf_dir: Path, tokenized_requests: bool = True
+) -> dict[str, Any]:
+    """local-completions against ``model`` served by lmforge; lm-eval counts tokens with ``hf_dir``."""
+    with serving(model, config=ServeConfig(model_name="served")) as server:
         args = (
-            f"base_url={server.url}/v1/completions,model={hf_dir.name},tokenizer={hf_dir},"
+            f"base_url={server.url}/v1/completions,model=served,tokenizer={hf_dir},"
             f"tokenizer_backend=huggingface,tokenized_requests={tokenized_requests},max_retries=1"
         )
-        served = _evaluate(task_manager, "local-completions", args, batch_size=4)
+        return _evaluate(task_manager, "local-completions", args, batch_size=4)
+
+
+def _assert_same_scores(served: dict[str, Any], reference: dict[str, Any]) -> list[bool]:
     keys, expected, expected_greedy = _scores(reference)
     got_keys, got, got_greedy = _scores(served)
     assert len(keys) == 60 and got_keys == keys  # 20 documents, 2-4 choices each
@@ -117,3 +120,28 @@ def test_local_completions_scores_like_the_hf_backend(
     assert got_greedy == expected_greedy
     for metric in ("acc,none", "acc_norm,none"):
         assert served["results"][TASK][metric] == reference["results"][TASK][metric]
+    return got_greedy
+
+
+@pytest.fixture(scope="module")
+def reference(hf_dir: Path, task_manager: Any) -> dict[str, Any]:
+    return _hf_reference(task_manager, hf_dir)
+
+
+@pytest.mark.parametrize("tokenized_requests", [True, False], ids=["token-ids", "text"])
+def test_local_completions_scores_like_the_hf_backend(
+    hf_dir: Path, task_manager: Any, reference: dict[str, Any], tokenized_requests: bool
+) -> None:
+    """Token-id prompts test the echoed scores alone; text prompts add the server's tokenizer."""
+    _assert_same_scores(_served(task_manager, hf_dir, hf_dir, tokenized_requests), reference)
+
+
+@pytest.mark.skipif(not check_asset("smollm2-135m-instruct")["ok"], reason="SmolLM2 asset not installed")
+def test_smollm2_served_scores_like_the_hf_backend(task_manager: Any, tmp_path: Path) -> None:
+    """Real weights: above-chance accuracy and some greedy continuations, which random weights never give."""
+    bundle = lmforge.load("smollm2-135m-instruct")
+    hf_dir = lmforge.save_hf(bundle.model, tmp_path / "smollm2-hf", bundle.tokenizer)
+    reference = _hf_reference(task_manager, hf_dir)
+    greedy = _assert_same_scores(_served(task_manager, bundle, hf_dir), reference)
+    assert reference["results"][TASK]["acc,none"] >= 0.5  # chance is 0.36 on these items
+    assert any(greedy)
