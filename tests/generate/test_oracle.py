@@ -54,6 +54,31 @@ def _ids(rows: int, length: int, seed: int, alphabet: int = VOCAB) -> torch.Tens
 # ------------------------------------------------------------------ penalties
 
 
+@pytest.mark.parametrize("penalty", [1e308, 1e-300])
+def test_extreme_repetition_penalties_saturate_and_keep_masked_tokens_out(penalty: float) -> None:
+    """Found by the server's schema fuzzing (repetition_penalty 1.4e308 with guided_choice): the
+    penalized logits became -inf / NaN, and a row whose allowed tokens were all seen had nothing
+    left to sample (a 500)."""
+    logits = _logits(rows=2)
+    logits[:, 10:] = NEG_INF  # a grammar allows tokens 0-9 only
+    prompt = torch.arange(10).repeat(2, 1)  # every allowed token already seen
+    penalized = apply_penalties(
+        logits, _history(prompt, prompt[:, :0]), GenerationConfig(repetition_penalty=penalty)
+    )
+    assert not penalized.isnan().any() and torch.isneginf(penalized[:, 10:]).all()
+    assert penalized[:, :10].isfinite().all()
+    probs = penalized.softmax(-1)
+    assert not probs.isnan().any() and probs[:, 10:].sum() == 0
+    generator = torch.Generator().manual_seed(0)
+    tokens = choose(
+        logits,
+        _history(prompt, prompt[:, :0]),
+        GenerationConfig(repetition_penalty=penalty, temperature=0.7),
+        generator,
+    )
+    assert (tokens < 10).all()
+
+
 @pytest.mark.parametrize("penalty", [1.3, 0.7])
 def test_repetition_penalty_equals_transformers(penalty: float) -> None:
     prompt, outputs, logits = _ids(6, 7, seed=1, alphabet=20), _ids(6, 5, seed=2, alphabet=20), _logits()

@@ -73,7 +73,12 @@ def apply_penalties(logits: Tensor, history: TokenHistory, config: GenerationCon
         padded = torch.cat((logits, logits.new_zeros(logits.shape[0], 1)), dim=1)
         score = padded.gather(1, seen)
         penalty = max(config.repetition_penalty, _TINY)  # 5e-324 is 0 in float32: no division by 0
-        score = torch.where(score < 0, score * penalty, score / penalty)
+        penalized = torch.where(score < 0, score * penalty, score / penalty)
+        # An extreme penalty (1e308 is inf in float32) must not turn a finite logit into ±inf or
+        # NaN (0 * inf): it saturates at the dtype's range instead, so a row whose every allowed
+        # token was penalized (a grammar leaves few) still samples among them; masked -inf stays.
+        finfo = torch.finfo(score.dtype)
+        score = torch.where(score.isfinite(), penalized.clamp(finfo.min, finfo.max), score)
         logits = padded.scatter(1, seen, score)[:, :vocab]
     if config.frequency_penalty or config.presence_penalty:
         assert history.output_counts is not None
