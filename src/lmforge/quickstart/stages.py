@@ -43,25 +43,16 @@ class Context:
 
 
 def scores(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> Summary:
-    """Accuracy, macro-F1, ECE (15 bins) with the ECE a perfectly calibrated model with these
-    probabilities would show on as many examples (mean and 95% range), and NLL."""
-    from lmforge.metrics.calibration import (
-        ece_noise_floor,
-        expected_calibration_error,
-        negative_log_likelihood,
-    )
+    """Accuracy, ECE (15 bins) with its noise floor (the ECE a perfectly calibrated model with these
+    probabilities would show on as many examples: mean, 95% range, p-value), NLL, and macro-F1."""
+    from lmforge.compress.report import calibration_metrics
     from lmforge.metrics.classification import precision_recall_f1
 
     probs = np.asarray(probs, dtype=np.float64)
-    predictions = probs.argmax(1)
-    ece = expected_calibration_error(probs, labels)
-    floor = ece_noise_floor(probs, seed=seed, observed=ece)
+    macro_f1 = precision_recall_f1(labels, probs.argmax(1), probs.shape[1])["macro_f1"]
     return {
-        "accuracy": float(np.mean(predictions == labels)),
-        "macro_f1": float(precision_recall_f1(labels, predictions, probs.shape[1])["macro_f1"]),
-        "ece": ece,
-        "ece_floor": {k: floor[k] for k in ("mean", "low", "high")},
-        "nll": negative_log_likelihood(probs, labels),
+        **calibration_metrics(probs, labels, seed=seed),
+        "macro_f1": float(macro_f1),
         "examples": len(labels),
     }
 
@@ -191,10 +182,9 @@ def finetune_minilm(ctx: Context) -> Summary:
     summary = _finetune(
         ctx, "minilm-l6", "finetune-minilm", ctx.plan.minilm_epochs, 1e-4, ctx.plan.minilm_max_length
     )
-    from lmforge.models.io.checkpoint import load
+    from lmforge.tokenizers import Tokenizer
 
-    tokenizer = load("minilm-l6").tokenizer
-    assert tokenizer is not None
+    tokenizer = Tokenizer.from_dir(ctx.path("finetune-minilm"))  # MiniLM's, saved with the run
     unknown = tokenizer.backend.token_to_id("[UNK]")
     ids = [i for row in ctx.rows("train") for i in tokenizer.encode(row["text"], add_special_tokens=False)]
     summary["unknown_token_rate"] = sum(i == unknown for i in ids) / max(1, len(ids))
@@ -267,6 +257,8 @@ def prompt(ctx: Context) -> Summary:
         prompt_probs,
     )
     from lmforge.models.io.checkpoint import load
+    from lmforge.prompting.data import LabelledData
+    from lmforge.prompting.protocol import sample_demonstrations
     from lmforge.prompting.scorer import PromptScorer
     from lmforge.prompting.templates import PromptTemplate
 
@@ -279,13 +271,9 @@ def prompt(ctx: Context) -> Summary:
     texts, labels = rows("test")
     texts, labels = texts[: ctx.plan.prompt_examples], labels[: ctx.plan.prompt_examples]
     pool, pool_labels = rows("train")
-    rng = np.random.default_rng(ctx.seed)
-    demo = [
-        int(rng.choice(np.flatnonzero(pool_labels == c)))
-        for c in range(2)
-        for _ in range(ctx.plan.shots // 2)
-    ]
-    demo = [demo[i] for i in rng.permutation(len(demo))]
+    # Balanced demonstrations, distinct, in shuffled order: the prompting protocol's own draw.
+    pool_data = LabelledData(pool, pool_labels.tolist(), list(ctx.plan.labels), "train")
+    demo = sample_demonstrations(pool_data, ctx.plan.shots, ctx.seed)
     words = list(ctx.plan.labels)
     bundle = load("smollm2-135m-instruct")
     assert bundle.tokenizer is not None
@@ -320,6 +308,7 @@ def compress(ctx: Context) -> Summary:
     from lmforge.compress import QuantizeConfig, quantize
     from lmforge.compress.report import EvalData
     from lmforge.data import TaskDataConfig
+    from lmforge.models.io.checkpoint import WEIGHTS_NAME
 
     best = ctx.done["evaluate"]["best"]
     source = ctx.path(f"finetune-{best}")
@@ -336,12 +325,11 @@ def compress(ctx: Context) -> Summary:
         start = time.perf_counter()
         model.logits(texts)
         speed[name] = len(texts) / (time.perf_counter() - start)
-    weights = list(source.glob("*.safetensors"))
     return {
         "model": best,
         "method": "int8",
         "calibration": report.get("calibration"),
-        "file_bytes_before": sum(p.stat().st_size for p in weights),
+        "file_bytes_before": (source / WEIGHTS_NAME).stat().st_size,  # as file_bytes_after counts
         "file_bytes_after": report.get("file_bytes"),
         "examples_per_second": speed,
     }
